@@ -1,0 +1,137 @@
+"""The `nimbus` command: database migrations, the local cluster, probes.
+
+    nimbus db migrate (--url URL --kind central|node | --dir DIR)
+    nimbus local up [--nodes 6] [--k 4] [--n N] [--dir DIR] [--database-url URL]
+    nimbus local down [--dir DIR] [--wipe]
+    nimbus local stop-node NAME [--dir DIR]
+    nimbus local start-node NAME [--dir DIR]
+    nimbus local status [--dir DIR]
+    nimbus ping ENDPOINT [--timeout-s 2]
+
+Every `nimbus local` command takes the same --dir, defaulting to
+$NIMBUS_LOCAL_DIR or /var/tmp/nimbus-$USER/local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from services.common import db
+from services.common.rpc import RpcClient, RpcTimeout
+from services.local import cluster
+from services.local.postgres import PostgresError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nimbus", description="Nimbus object store")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    database = commands.add_parser("db", help="database administration")
+    db_commands = database.add_subparsers(dest="db_command", required=True)
+    migrate = db_commands.add_parser("migrate", help="apply missing migrations (idempotent)")
+    migrate.add_argument("--url", help="database URL")
+    migrate.add_argument("--kind", choices=db.KINDS, help="which schema the database holds")
+    migrate.add_argument("--dir", type=Path, help="migrate every database of a local cluster")
+
+    local = commands.add_parser("local", help="a cluster of local processes on 127.0.0.1")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    dir_help = "cluster directory (default: $NIMBUS_LOCAL_DIR or /var/tmp/nimbus-$USER/local)"
+    up = local_commands.add_parser("up", help="start the cluster and wait until it serves")
+    up.add_argument("--nodes", type=int, default=6)
+    up.add_argument("--k", type=int, default=4)
+    up.add_argument("--n", type=int, default=None, help="shares per object (default: --nodes)")
+    up.add_argument("--database-url", help="use this Postgres instead of a private one")
+    down = local_commands.add_parser("down", help="stop every process of the cluster")
+    down.add_argument("--wipe", action="store_true", help="also delete the cluster directory")
+    stop_node = local_commands.add_parser("stop-node", help="stop one node's processes")
+    start_node = local_commands.add_parser("start-node", help="start one node's processes")
+    for node_parser in (stop_node, start_node):
+        node_parser.add_argument("name")
+    status = local_commands.add_parser("status", help="which processes run")
+    for sub in (up, down, stop_node, start_node, status):
+        sub.add_argument("--dir", type=Path, default=None, help=dir_help)
+
+    ping = commands.add_parser("ping", help="exit 0 if a service answers ping")
+    ping.add_argument("endpoint")
+    ping.add_argument("--timeout-s", type=float, default=2.0)
+    return parser
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    if args.dir is not None:
+        described = cluster.load_cluster(args.dir)
+        targets = [(described["database_url"], "central")]
+        targets += [(node["database_url"], "node") for node in described["nodes"]]
+    elif args.url and args.kind:
+        targets = [(args.url, args.kind)]
+    else:
+        print("nimbus db migrate: give --url and --kind, or --dir", file=sys.stderr)
+        return 2
+    for url, kind in targets:
+        applied = await db.migrate(url, kind)
+        print(f"{kind}: applied {len(applied)} migration(s) {' '.join(applied)}".rstrip())
+    return 0
+
+
+async def _ping(endpoint: str, timeout_s: float) -> int:
+    client = await RpcClient.connect(endpoint, timeout_s=timeout_s)
+    try:
+        reply = await client.request({"message-type": "ping"})
+    except RpcTimeout:
+        print(f"{endpoint}: no answer within {timeout_s} s", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    print(json.dumps(reply.header))
+    return 0 if reply.header.get("result") == "success" else 1
+
+
+def _local(args: argparse.Namespace) -> int:
+    directory = args.dir or cluster.default_dir()
+    match args.local_command:
+        case "up":
+            described = asyncio.run(
+                cluster.up(directory, args.nodes, args.k, args.n, args.database_url)
+            )
+            print(f"nimbus local cluster is up: {directory / 'cluster.json'}")
+            print(f"  k={described['k']} n={described['n']} nodes={len(described['nodes'])}")
+            print(f"  database: {described['database_url']}")
+        case "down":
+            cluster.down(directory, wipe=args.wipe)
+            print(f"nimbus local cluster in {directory} is down")
+        case "stop-node":
+            stopped = cluster.stop_node(directory, args.name)
+            print(f"stopped {', '.join(stopped) or 'nothing (already stopped)'}")
+        case "start-node":
+            asyncio.run(cluster.start_node(directory, args.name))
+            print(f"{args.name} is serving")
+        case "status":
+            for name, entry in sorted(cluster.process_table(directory).items()):
+                state = f"running pid {entry['pid']}" if entry["alive"] else "stopped"
+                print(f"{name:20} {state}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "db":
+            code = asyncio.run(_migrate(args))
+        elif args.command == "local":
+            code = _local(args)
+        else:
+            code = asyncio.run(_ping(args.endpoint, args.timeout_s))
+    except (cluster.LocalClusterError, PostgresError) as exc:
+        print(f"nimbus: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Service configuration: one frozen dataclass per service, loaded in ``main.py``.
+
+Values come, lowest precedence first, from the dataclass defaults, an optional
+TOML file (``NIMBUS_CONFIG``; the table named after the service, e.g.
+``[writer]``), and environment variables ``NIMBUS_<FIELD>`` (upper case, e.g.
+``NIMBUS_DATA_DIR``). Logic modules receive the dataclass and never read
+``os.environ`` themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.common.protocol import FrameLimits
+
+C = TypeVar("C")
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeServiceConfig:
+    """Settings every per-node ZeroMQ service shares."""
+
+    #: Name of the node this process serves, e.g. ``node01``.
+    node_name: str
+    #: ZeroMQ endpoint to bind, e.g. ``tcp://127.0.0.1:5601`` (``:0`` picks a port).
+    bind: str
+    #: asyncpg URL of this node's own database.
+    node_database_url: str
+    #: Directory holding this node's value files.
+    data_dir: Path
+    #: Largest accepted header frame and payload frame, in bytes.
+    max_header_bytes: int = 64 * 1024
+    max_frame_bytes: int = 64 * 1024 * 1024
+    #: Requests served concurrently; more wait in the socket.
+    max_in_flight: int = 256
+    #: How long SIGTERM waits for in-flight requests before closing.
+    drain_timeout_s: float = 30.0
+    #: Optional file the bound endpoint is written to once serving (for ``:0``).
+    endpoint_file: Path | None = None
+
+    @property
+    def frame_limits(self) -> FrameLimits:
+        return FrameLimits(
+            max_header_bytes=self.max_header_bytes,
+            max_payload_frames=1,
+            max_frame_bytes=self.max_frame_bytes,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WriterConfig(NodeServiceConfig):
+    #: A value file rolls over to a new one past this size.
+    value_file_max_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderConfig(NodeServiceConfig):
+    #: A retrieval not continued for this long is forgotten.
+    retrieve_idle_timeout_s: float = 120.0
+
+
+def load(cls: type[C], section: str, environ: Mapping[str, str] | None = None) -> C:
+    """Build ``cls`` from its defaults, the TOML file and ``NIMBUS_*`` variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    toml_path = env.get("NIMBUS_CONFIG")
+    if toml_path:
+        with open(toml_path, "rb") as f:
+            document = tomllib.load(f)
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] in {toml_path} is not a table")
+        values.update(table)
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        variable = f"NIMBUS_{item.name.upper()}"
+        if variable in env:
+            values[item.name] = env[variable]
+    unknown = set(values) - {item.name for item in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown {section} settings: {sorted(unknown)}")
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        converted[name] = _convert(name, value, hints[name])
+    try:
+        return cls(**converted)
+    except TypeError as exc:
+        raise ConfigError(f"{section}: {exc}") from exc
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value in ("", None):
+            return None
+        hint = args[0]
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if hint in (int, float, str):
+            return hint(value)
+        if hint is Path:
+            return Path(value)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+    return value

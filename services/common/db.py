@@ -1,0 +1,104 @@
+"""Postgres access: connection pools and forward-only schema migrations.
+
+Migrations are the numbered files ``sql/<kind>/NNNN_name.sql`` (kind is
+``central`` or ``node``). ``migrate`` applies, in order, each one not yet in
+the database's ``schema_migration`` table, each in its own transaction under
+an advisory lock, so running it twice, or from two processes at once, is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+KINDS = ("central", "node")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+#: Any constant; it serialises concurrent migrators of one database.
+_MIGRATION_LOCK = 0x6E696D62
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def sql_dir() -> Path:
+    """Where the migration files are (``NIMBUS_SQL_DIR`` overrides for installs)."""
+    override = os.environ.get("NIMBUS_SQL_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "sql"
+
+
+def migrations(kind: str, root: Path | None = None) -> list[Migration]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown database kind {kind!r}; expected one of {KINDS}")
+    found: list[Migration] = []
+    for path in sorted((root or sql_dir()).joinpath(kind).glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path} is not named NNNN_name.sql")
+        found.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two {kind} migrations share a number: {versions}")
+    return found
+
+
+async def migrate(url: str, kind: str) -> list[str]:
+    """Apply the missing migrations of ``kind`` to the database at ``url``."""
+    applied: list[str] = []
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migration (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        for migration in migrations(kind):
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                done = await conn.fetchval(
+                    "SELECT 1 FROM schema_migration WHERE version = $1", migration.version
+                )
+                if done:
+                    continue
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migration (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+                applied.append(migration.name)
+                log.info("applied %s migration %s", kind, migration.name)
+    finally:
+        await conn.close()
+    return applied
+
+
+async def create_pool(url: str, wait_s: float = 60.0, **kwargs: Any) -> asyncpg.Pool:
+    """A pool, retrying while the server is still starting (up to ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=10, **kwargs)
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            log.info("database not reachable yet; retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

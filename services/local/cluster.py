@@ -1,0 +1,324 @@
+"""`nimbus local`: a whole cluster as processes on 127.0.0.1, no Docker.
+
+``up`` starts (or reuses) Postgres, creates and migrates the central database
+and one database per node, starts every node's services on free ports, waits
+until each answers ``ping``, and writes ``DIR/cluster.json`` (the description
+tests and tools read) and ``DIR/processes.json`` (how to restart each
+process). Ports are chosen once and kept, so a stopped node comes back at the
+same addresses. Everything lives under DIR: ``postgres/``, ``nodes/NAME/``
+(value files) and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.common import db
+from services.common.rpc import RpcClient, RpcTimeout
+from services.local import postgres, processes
+from services.local.processes import ProcessSpec, Running
+
+NODE_SERVICES = ("writer", "reader")
+
+
+class LocalClusterError(Exception):
+    pass
+
+
+def default_dir() -> Path:
+    """``NIMBUS_LOCAL_DIR``, else /var/tmp/nimbus-USER/local.
+
+    Not under the home directory: when run as root, Postgres runs as the
+    ``postgres`` user, who cannot enter /root.
+    """
+    override = os.environ.get("NIMBUS_LOCAL_DIR")
+    if override:
+        return Path(override)
+    user = os.environ.get("USER") or str(os.getuid())
+    return Path("/var/tmp") / f"nimbus-{user}" / "local"
+
+
+def node_name(number: int) -> str:
+    return f"node{number:02d}"
+
+
+def _cluster_file(directory: Path) -> Path:
+    return directory / "cluster.json"
+
+
+def _processes_file(directory: Path) -> Path:
+    return directory / "processes.json"
+
+
+def _write_json(path: Path, document: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def load_cluster(directory: Path) -> dict[str, Any]:
+    path = _cluster_file(directory)
+    if not path.exists():
+        raise LocalClusterError(f"no local cluster in {directory} (run `nimbus local up` first)")
+    cluster: dict[str, Any] = json.loads(path.read_text())
+    return cluster
+
+
+def _load_processes(directory: Path) -> dict[str, dict[str, Any]]:
+    path = _processes_file(directory)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _running(entry: dict[str, Any]) -> Running | None:
+    if entry.get("pid") is None:
+        return None
+    return Running(entry["pid"], entry["start_ticks"])
+
+
+def _with_database(url: str, dbname: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+
+
+async def _prepare_postgres(directory: Path, database_url: str | None) -> tuple[str, Any]:
+    """The server URL to use, starting a private server when none is given."""
+    if database_url:
+        await postgres.wait_for_postgres(database_url, 60)
+        return database_url, None
+    data_dir = directory / "postgres"
+    previous = (
+        load_cluster(directory).get("postgres") if _cluster_file(directory).exists() else None
+    )
+    port = previous["port"] if previous else processes.free_port()
+    pg = await asyncio.to_thread(postgres.init_postgres, data_dir, port)
+    await asyncio.to_thread(postgres.start_postgres, pg)
+    return pg.url, {"data_dir": str(data_dir), "port": port}
+
+
+async def _register(central_url: str, k: int, n: int, nodes: list[dict[str, Any]]) -> None:
+    conn = await asyncpg.connect(central_url)
+    try:
+        async with conn.transaction():
+            cluster_id = await conn.fetchval(
+                """INSERT INTO cluster (name, k, n) VALUES ('local', $1, $2)
+                   ON CONFLICT (name) DO UPDATE SET k = $1, n = $2 RETURNING id""",
+                k,
+                n,
+            )
+            for number, node in enumerate(nodes):
+                await conn.execute(
+                    """INSERT INTO node (cluster_id, name, writer_endpoint, reader_endpoint,
+                                         node_number)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (name) DO UPDATE
+                       SET writer_endpoint = $3, reader_endpoint = $4, node_number = $5""",
+                    cluster_id,
+                    node["name"],
+                    node["writer"],
+                    node["reader"],
+                    number,
+                )
+    finally:
+        await conn.close()
+
+
+def _node_specs(directory: Path, node: dict[str, Any]) -> list[ProcessSpec]:
+    specs = []
+    for service in NODE_SERVICES:
+        env = {
+            "NIMBUS_NODE_NAME": node["name"],
+            "NIMBUS_BIND": node[service],
+            "NIMBUS_NODE_DATABASE_URL": node["database_url"],
+            "NIMBUS_DATA_DIR": node["data_dir"],
+        }
+        specs.append(
+            ProcessSpec(
+                name=f"{node['name']}-{service}",
+                argv=[sys.executable, "-m", f"services.{service}.main"],
+                env=env,
+                log_file=str(directory / "logs" / f"{node['name']}-{service}.log"),
+            )
+        )
+    return specs
+
+
+async def up(
+    directory: Path,
+    nodes: int = 6,
+    k: int = 4,
+    n: int | None = None,
+    database_url: str | None = None,
+) -> dict[str, Any]:
+    """Bring the cluster up (idempotent: reuses an existing DIR's ports and data)."""
+    n = nodes if n is None else n
+    if not 1 <= k <= n <= nodes:
+        raise LocalClusterError(f"need 1 <= k <= n <= nodes, got k={k} n={n} nodes={nodes}")
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = load_cluster(directory) if _cluster_file(directory).exists() else None
+    if existing and (len(existing["nodes"]) != nodes or existing["k"] != k or existing["n"] != n):
+        raise LocalClusterError(
+            f"{directory} holds a cluster of {len(existing['nodes'])} nodes, "
+            f"k={existing['k']} n={existing['n']}; use another --dir or `local down --wipe`"
+        )
+    server_url, private = await _prepare_postgres(
+        directory, database_url or (existing or {}).get("external_database_url")
+    )
+    central_url = server_url
+    if private is not None:
+        central_url = await postgres.ensure_database(server_url, "nimbus")
+    await db.migrate(central_url, "central")
+    central_name = urllib.parse.urlsplit(central_url).path.lstrip("/") or "nimbus"
+
+    node_entries: list[dict[str, Any]] = []
+    for number in range(1, nodes + 1):
+        name = node_name(number)
+        old = next((x for x in (existing or {}).get("nodes", []) if x["name"] == name), None)
+        node_db = await postgres.ensure_database(server_url, f"{central_name}_{name}")
+        await db.migrate(node_db, "node")
+        data_dir = directory / "nodes" / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        node_entries.append(
+            {
+                "name": name,
+                "writer": old["writer"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
+                "reader": old["reader"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
+                "data_dir": str(data_dir),
+                "database_url": node_db,
+            }
+        )
+    await _register(central_url, k, n, node_entries)
+
+    cluster: dict[str, Any] = {
+        "k": k,
+        "n": n,
+        "database_url": central_url,
+        "nodes": node_entries,
+        "postgres": private,
+    }
+    if database_url:
+        cluster["external_database_url"] = database_url
+    _write_json(_cluster_file(directory), cluster)
+
+    specs = [spec for node in node_entries for spec in _node_specs(directory, node)]
+    await _start_all(directory, specs)
+    return cluster
+
+
+async def _start_all(directory: Path, specs: Iterable[ProcessSpec]) -> None:
+    table = _load_processes(directory)
+    started: list[tuple[ProcessSpec, Running]] = []
+    for spec in specs:
+        current = _running(table.get(spec.name, {}))
+        if not processes.is_alive(current):
+            current = processes.start(spec)
+        assert current is not None
+        table[spec.name] = {"spec": asdict(spec), **asdict(current)}
+        started.append((spec, current))
+    _write_json(_processes_file(directory), table)
+    await asyncio.gather(*(_wait_ready(spec, proc) for spec, proc in started))
+
+
+async def _wait_ready(spec: ProcessSpec, proc: Running, timeout_s: float = 60.0) -> None:
+    """Until the process answers ``ping`` on its endpoint; fail fast if it dies."""
+    endpoint = spec.env["NIMBUS_BIND"]
+    client = await RpcClient.connect(endpoint, timeout_s=0.5)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if not processes.is_alive(proc):
+                raise LocalClusterError(
+                    f"{spec.name} exited during start-up; see {spec.log_file}:\n"
+                    + _tail(Path(spec.log_file))
+                )
+            try:
+                reply = await client.request({"message-type": "ping"})
+                if reply.header.get("result") == "success":
+                    return
+            except RpcTimeout:
+                pass
+            if time.monotonic() > deadline:
+                raise LocalClusterError(f"{spec.name} did not answer ping within {timeout_s} s")
+    finally:
+        await client.close()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _node_process_names(cluster: dict[str, Any], name: str) -> list[str]:
+    if name not in {node["name"] for node in cluster["nodes"]}:
+        known = ", ".join(node["name"] for node in cluster["nodes"])
+        raise LocalClusterError(f"no node {name!r} (nodes: {known})")
+    return [f"{name}-{service}" for service in NODE_SERVICES]
+
+
+def _stop_processes(directory: Path, names: Iterable[str]) -> list[str]:
+    table = _load_processes(directory)
+    stopped = []
+    for name in names:
+        entry = table.get(name)
+        if entry is None:
+            continue
+        proc = _running(entry)
+        if processes.is_alive(proc):
+            processes.stop(proc)
+            stopped.append(name)
+        entry["pid"] = None
+    _write_json(_processes_file(directory), table)
+    return stopped
+
+
+def stop_node(directory: Path, name: str) -> list[str]:
+    """SIGTERM (then SIGKILL after a grace period) every process of one node."""
+    cluster = load_cluster(directory)
+    return _stop_processes(directory, _node_process_names(cluster, name))
+
+
+async def start_node(directory: Path, name: str) -> None:
+    cluster = load_cluster(directory)
+    names = _node_process_names(cluster, name)
+    table = _load_processes(directory)
+    await _start_all(directory, [ProcessSpec(**table[n]["spec"]) for n in names])
+
+
+def process_table(directory: Path) -> dict[str, dict[str, Any]]:
+    """Each process's spec, pid and whether it is alive now."""
+    table = _load_processes(directory)
+    for entry in table.values():
+        entry["alive"] = processes.is_alive(_running(entry))
+    return table
+
+
+def down(directory: Path, wipe: bool = False) -> None:
+    """Stop every process and the private Postgres; ``wipe`` deletes DIR too."""
+    directory = directory.resolve()
+    if _cluster_file(directory).exists():
+        cluster = load_cluster(directory)
+        _stop_processes(directory, list(_load_processes(directory)))
+        private = cluster.get("postgres")
+        if private:
+            pg = postgres.PrivatePostgres(
+                Path(private["data_dir"]),
+                private["port"],
+                postgres.SYSTEM_USER if os.geteuid() == 0 else None,
+            )
+            postgres.stop_postgres(pg)
+    if wipe and directory.exists():
+        shutil.rmtree(directory)
