@@ -149,6 +149,7 @@ class RpcServer:
     async def close(self, drain_timeout_s: float = 30.0) -> None:
         """Refuse new work, finish in-flight requests, close the socket."""
         self._closing = True
+        log.info("%s closing with %d requests in flight", self.service_name, len(self._tasks))
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_timeout_s)
         if self._reader is not None:
