@@ -1,6 +1,7 @@
 """The `nimbus` command: database migrations, the local cluster, probes.
 
     nimbus db migrate (--url URL --kind central|node | --dir DIR)
+    nimbus db setup --url CENTRAL_URL --nodes 6
     nimbus local up [--nodes 6] [--k 4] [--n N] [--dir DIR] [--database-url URL]
     nimbus local down [--dir DIR] [--wipe]
     nimbus local stop-node NAME [--dir DIR]
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--url", help="database URL")
     migrate.add_argument("--kind", choices=db.KINDS, help="which schema the database holds")
     migrate.add_argument("--dir", type=Path, help="migrate every database of a local cluster")
+    setup = db_commands.add_parser(
+        "setup", help="create (if missing) and migrate the central and every node database"
+    )
+    setup.add_argument("--url", required=True, help="central database URL; nodes go beside it")
+    setup.add_argument("--nodes", type=int, required=True, help="nodes node01..nodeNN")
 
     local = commands.add_parser("local", help="a cluster of local processes on 127.0.0.1")
     local_commands = local.add_subparsers(dest="local_command", required=True)
@@ -63,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _migrate(args: argparse.Namespace) -> int:
+    if args.db_command == "setup":
+        names = [cluster.node_name(i) for i in range(1, args.nodes + 1)]
+        central, nodes = await db.setup_databases(args.url, names)
+        print(f"central database ready: {central}")
+        for name, url in nodes.items():
+            print(f"{name} database ready: {url}")
+        return 0
     if args.dir is not None:
         described = cluster.load_cluster(args.dir)
         targets = [(described["database_url"], "central")]

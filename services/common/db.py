@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ KINDS = ("central", "node")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 #: Any constant; it serialises concurrent migrators of one database.
 _MIGRATION_LOCK = 0x6E696D62
+_DBNAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,63 @@ async def create_pool(url: str, wait_s: float = 60.0, **kwargs: Any) -> asyncpg.
             log.info("database not reachable yet; retrying in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def ensure_database(server_url: str, dbname: str) -> str:
+    """Create database `dbname` on the server of `server_url` unless it exists.
+
+    Safe against a concurrent creator. Returns `server_url` with its path
+    replaced by `dbname`.
+    """
+    validate_dbname(dbname)
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
+            await _create_database(conn, dbname)
+    finally:
+        await conn.close()
+    return with_database(server_url, dbname)
+
+
+async def _create_database(conn: asyncpg.Connection, dbname: str) -> None:
+    try:
+        await conn.execute(f"CREATE DATABASE {_quote_ident(dbname)}")
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        # Someone created it between our check and our CREATE; a race on the
+        # catalog index shows up as a unique violation rather than a duplicate.
+        pass
+
+
+def validate_dbname(dbname: str) -> None:
+    if not _DBNAME_RE.fullmatch(dbname):
+        raise ValueError(
+            f"invalid database name {dbname!r}: want lower-case letters, digits and _, "
+            "not starting with a digit, at most 63 characters"
+        )
+
+
+def _quote_ident(name: str) -> str:
+    """`_quote_ident('node_1') == '"node_1"'`; embedded quotes are doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def with_database(url: str, dbname: str) -> str:
+    """`with_database("postgresql://u@h:5/a?x=1", "b") == "postgresql://u@h:5/b?x=1"`."""
+    return urllib.parse.urlsplit(url)._replace(path=f"/{dbname}").geturl()
+
+
+async def setup_databases(central_url: str, node_names: list[str]) -> tuple[str, dict[str, str]]:
+    """Create (if missing) and migrate the central database of ``central_url``
+    and one database per node beside it, named ``<central>_<node>``.
+
+    Returns the central URL and each node's database URL. Idempotent.
+    """
+    parts = urllib.parse.urlsplit(central_url)
+    central_name = parts.path.lstrip("/") or "nimbus"
+    central = await ensure_database(central_url, central_name)
+    await migrate(central, "central")
+    nodes: dict[str, str] = {}
+    for name in node_names:
+        nodes[name] = await ensure_database(central_url, f"{central_name}_{name}")
+        await migrate(nodes[name], "node")
+    return central, nodes

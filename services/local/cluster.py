@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -85,11 +84,6 @@ def _running(entry: dict[str, Any]) -> Running | None:
     if entry.get("pid") is None:
         return None
     return Running(entry["pid"], entry["start_ticks"])
-
-
-def _with_database(url: str, dbname: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
 
 
 async def _prepare_postgres(directory: Path, database_url: str | None) -> tuple[str, Any]:
@@ -176,18 +170,13 @@ async def up(
     server_url, private = await _prepare_postgres(
         directory, database_url or (existing or {}).get("external_database_url")
     )
-    central_url = server_url
-    if private is not None:
-        central_url = await postgres.ensure_database(server_url, "nimbus")
-    await db.migrate(central_url, "central")
-    central_name = urllib.parse.urlsplit(central_url).path.lstrip("/") or "nimbus"
+    names = [node_name(number) for number in range(1, nodes + 1)]
+    central_url, node_dbs = await db.setup_databases(server_url, names)
 
     node_entries: list[dict[str, Any]] = []
     for number in range(1, nodes + 1):
         name = node_name(number)
         old = next((x for x in (existing or {}).get("nodes", []) if x["name"] == name), None)
-        node_db = await postgres.ensure_database(server_url, f"{central_name}_{name}")
-        await db.migrate(node_db, "node")
         data_dir = directory / "nodes" / name
         data_dir.mkdir(parents=True, exist_ok=True)
         node_entries.append(
@@ -196,7 +185,7 @@ async def up(
                 "writer": old["writer"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
                 "reader": old["reader"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
                 "data_dir": str(data_dir),
-                "database_url": node_db,
+                "database_url": node_dbs[name],
             }
         )
     await _register(central_url, k, n, node_entries)

@@ -34,7 +34,6 @@ import concurrent.futures
 import math
 import os
 import pwd
-import re
 import shutil
 import stat
 import subprocess
@@ -46,6 +45,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+
+from services.common.db import ensure_database, validate_dbname
+
+__all__ = ["ensure_database"]
 
 SUPERUSER = "nimbus"
 """The PostgreSQL superuser created by initdb; trusted on 127.0.0.1."""
@@ -60,7 +63,6 @@ HOST = "127.0.0.1"
 LOG_FILE_NAME = "postgres.log"
 _CONF_FILE_NAME = "nimbus.conf"
 _INCLUDE_LINE = f"include '{_CONF_FILE_NAME}'"
-_DBNAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOG_TAIL_LINES = 30
 _EXTRA_SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
 _INSTALL_HINT = (
@@ -99,7 +101,7 @@ class PrivatePostgres:
 
     def database_url(self, dbname: str) -> str:
         """URL of database `dbname` on this server as the `nimbus` superuser."""
-        _validate_dbname(dbname)
+        validate_dbname(dbname)
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{dbname}"
 
 
@@ -515,49 +517,6 @@ async def _probe(url: str, timeout_s: float) -> None:
         await conn.fetchval("SELECT 1")
     finally:
         await conn.close()
-
-
-async def ensure_database(server_url: str, dbname: str) -> str:
-    """Create database `dbname` on the server of `server_url` unless it exists.
-
-    Safe against a concurrent creator. Returns `server_url` with its path
-    replaced by `dbname`.
-    """
-    _validate_dbname(dbname)
-    conn = await asyncpg.connect(_with_database(server_url, "postgres"))
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
-            await _create_database(conn, dbname)
-    finally:
-        await conn.close()
-    return _with_database(server_url, dbname)
-
-
-async def _create_database(conn: asyncpg.Connection, dbname: str) -> None:
-    try:
-        await conn.execute(f"CREATE DATABASE {_quote_ident(dbname)}")
-    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-        # Someone created it between our check and our CREATE; a race on the
-        # catalog index shows up as a unique violation rather than a duplicate.
-        pass
-
-
-def _validate_dbname(dbname: str) -> None:
-    if not _DBNAME_RE.fullmatch(dbname):
-        raise ValueError(
-            f"invalid database name {dbname!r}: want lower-case letters, digits and _, "
-            "not starting with a digit, at most 63 characters"
-        )
-
-
-def _quote_ident(name: str) -> str:
-    """`_quote_ident('node_1') == '"node_1"'`; embedded quotes are doubled."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _with_database(url: str, dbname: str) -> str:
-    """`_with_database("postgresql://u@h:5/a?x=1", "b") == "postgresql://u@h:5/b?x=1"`."""
-    return urllib.parse.urlsplit(url)._replace(path=f"/{dbname}").geturl()
 
 
 def _redact(url: str) -> str:
