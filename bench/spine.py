@@ -54,7 +54,7 @@ KIB = 1024
 MIB = 1024 * KIB
 ENTIRE_BYTES = 1 * MIB
 COLLECTION_ID = 1
-REQUEST_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 10.0
 
 
@@ -269,7 +269,12 @@ async def ping(endpoint: str) -> None:
         await client.close()
 
 
-async def measure(description: dict[str, Any], options: Options) -> list[Row]:
+async def measure(description: dict[str, Any], options: Options, rows: list[Row]) -> list[str]:
+    """Append a row per finished run to ``rows``; return the errors met.
+
+    A failed or unanswered archive stops the writer runs (a writer that does
+    not answer serves nothing more), but what was stored is still retrieved.
+    """
     node = description["nodes"][0]
     await ping(node["writer"])
     await ping(node["reader"])
@@ -277,7 +282,7 @@ async def measure(description: dict[str, Any], options: Options) -> list[Row]:
     data = os.urandom(options.total_bytes)
     writer = await RpcClient.connect(node["writer"], timeout_s=REQUEST_TIMEOUT_S)
     reader = await RpcClient.connect(node["reader"], timeout_s=REQUEST_TIMEOUT_S)
-    rows: list[Row] = []
+    errors: list[str] = []
     try:
         # Warm-up (untimed): first value file, database connections, sockets.
         warm = plan_entire(data[:ENTIRE_BYTES], ids, "warm-up")
@@ -295,7 +300,12 @@ async def measure(description: dict[str, Any], options: Options) -> list[Row]:
                 planned = plan_pieces(data, ids, run, options.piece_bytes, concurrency)
                 piece_bytes = options.piece_bytes
             pieces = sum(len(p.requests) for p in planned)
-            seconds = await archive_all(writer, planned, concurrency)
+            try:
+                seconds = await archive_all(writer, planned, concurrency)
+            except (BenchError, RpcTimeout) as exc:
+                errors.append(f"writer archive {variant} concurrency {concurrency}: {exc}")
+                print(f"ERROR: {errors[-1]}", file=sys.stderr, flush=True)
+                break
             row = Row(
                 "writer archive", variant, piece_bytes, concurrency, len(data), pieces, seconds
             )
@@ -306,11 +316,16 @@ async def measure(description: dict[str, Any], options: Options) -> list[Row]:
             del planned
 
         for variant, concurrency, stored in runs:
-            seconds, results = await retrieve_all(reader, stored, concurrency)
-            verify(data, stored, results)
+            label = "entire (start)" if variant == "entire" else "start/next"
+            try:
+                seconds, results = await retrieve_all(reader, stored, concurrency)
+                verify(data, stored, results)
+            except (BenchError, RpcTimeout) as exc:
+                errors.append(f"reader retrieve {label} concurrency {concurrency}: {exc}")
+                print(f"ERROR: {errors[-1]}", file=sys.stderr, flush=True)
+                continue
             piece_bytes = ENTIRE_BYTES if variant == "entire" else options.piece_bytes
             pieces = sum(len(chunks) for chunks in results)
-            label = "entire (start)" if variant == "entire" else "start/next"
             row = Row(
                 "reader retrieve", label, piece_bytes, concurrency, len(data), pieces, seconds
             )
@@ -320,7 +335,7 @@ async def measure(description: dict[str, Any], options: Options) -> list[Row]:
     finally:
         await writer.close()
         await reader.close()
-    return rows
+    return errors
 
 
 def _filesystem_of(path: Path) -> str:
@@ -469,8 +484,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             description = cluster.load_cluster(directory)
             print(f"using the running cluster in {directory}", flush=True)
         print_machine(directory, options)
-        rows = asyncio.run(measure(description, options))
+        rows: list[Row] = []
+        errors = asyncio.run(measure(description, options, rows))
         print_table(rows)
+        if errors:
+            print(f"{len(errors)} error(s):", file=sys.stderr)
+            for error in errors:
+                print(f"  ERROR: {error}", file=sys.stderr)
+            code = 1
     except (BenchError, cluster.LocalClusterError, postgres.PostgresError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         code = 1

@@ -114,6 +114,10 @@ def _local(args: argparse.Namespace) -> int:
             print(f"nimbus local cluster is up: {directory / 'cluster.json'}")
             print(f"  k={described['k']} n={described['n']} nodes={len(described['nodes'])}")
             print(f"  database: {described['database_url']}")
+            gateway = described["gateway"]
+            print(f"  S3 endpoint: {gateway['url']}  (region {gateway['region']})")
+            print(f"  AWS_ACCESS_KEY_ID={gateway['access_key']}")
+            print(f"  AWS_SECRET_ACCESS_KEY={gateway['secret_key']}")
         case "down":
             cluster.down(directory, wipe=args.wipe)
             print(f"nimbus local cluster in {directory} is down")

@@ -117,3 +117,40 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
     except ValueError as exc:
         raise ConfigError(f"setting {name}: {exc}") from exc
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    """The S3 gateway (stateless; any number may run against one cluster)."""
+
+    #: asyncpg URL of the central database (nodes and their endpoints are read from it).
+    database_url: str
+    #: Root credentials: full access, created in the database on start.
+    root_access_key: str
+    root_secret_key: str
+    #: Base64 of 32 random bytes: encrypts access-key secrets at rest (AES-GCM).
+    master_key: str
+    host: str = "127.0.0.1"
+    port: int = 9000
+    #: AWS region the gateway answers as (SigV4 scope).
+    region: str = "us-east-1"
+    #: Virtual-host-style addressing: Host ``<bucket>.<domain>``; empty = path style only.
+    domain: str = ""
+    #: New buckets: k-of-n code and sequence size.
+    k: int = 4
+    n: int = 6
+    sequence_size: int = 4 * 1024 * 1024
+    #: Largest single PUT (S3's limit) and part.
+    max_object_bytes: int = 5 * 1024**3
+    #: How long one request to a writer or reader may take.
+    node_timeout_s: float = 10.0
+    #: Liveness: ping every node this often; down after ``down_after`` misses in a row.
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 1.0
+    down_after: int = 2
+    #: Largest accepted clock skew of signed requests.
+    max_skew_s: float = 900.0
+    #: Shard of the unified-id generator (distinct per gateway replica).
+    id_shard: int = 0
+    #: Optional file the bound URL is written to once serving (for port 0).
+    endpoint_file: Path | None = None

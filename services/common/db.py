@@ -95,7 +95,8 @@ async def create_pool(url: str, wait_s: float = 60.0, **kwargs: Any) -> asyncpg.
     delay = 0.1
     while True:
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=10, **kwargs)
+            options: dict[str, Any] = {"min_size": 1, "max_size": 10, **kwargs}
+            pool = await asyncpg.create_pool(url, **options)
             assert pool is not None
             return pool
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError):

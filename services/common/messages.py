@@ -109,9 +109,16 @@ def cancel(ref: SegmentRef) -> Header:
 
 
 def destroy(
-    ref: SegmentRef, unified_id_to_delete: int | None = None, timestamp_s: float | None = None
+    ref: SegmentRef,
+    unified_id_to_delete: int | None = None,
+    timestamp_s: float | None = None,
+    conjoined_part_to_delete: int | None = None,
 ) -> Header:
-    """``destroy-key``: ``ref.unified_id`` is the tombstone's own id."""
+    """``destroy-key``: ``ref.unified_id`` is the tombstone's own id.
+
+    Without ``unified_id_to_delete`` every older version of the key dies;
+    ``conjoined_part_to_delete`` limits it to one part of that version.
+    """
     header: Header = {
         "message-type": "destroy-key",
         "timestamp": time.time() if timestamp_s is None else timestamp_s,
@@ -119,6 +126,8 @@ def destroy(
     }
     if unified_id_to_delete is not None:
         header["unified-id-to-delete"] = unified_id_to_delete
+    if conjoined_part_to_delete is not None:
+        header["destroy-conjoined-part"] = conjoined_part_to_delete
     return header
 
 

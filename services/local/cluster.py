@@ -12,20 +12,24 @@ same addresses. Everything lives under DIR: ``postgres/``, ``nodes/NAME/``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from services.common import db
 from services.common.rpc import RpcClient, RpcTimeout
+from services.gateway.secrets import new_access_key, new_master_key
 from services.local import postgres, processes
 from services.local.processes import ProcessSpec, Running
 
@@ -143,6 +147,7 @@ def _node_specs(directory: Path, node: dict[str, Any]) -> list[ProcessSpec]:
                 argv=[sys.executable, "-m", f"services.{service}.main"],
                 env=env,
                 log_file=str(directory / "logs" / f"{node['name']}-{service}.log"),
+                ready=node[service],
             )
         )
     return specs
@@ -190,10 +195,12 @@ async def up(
         )
     await _register(central_url, k, n, node_entries)
 
+    gateway = (existing or {}).get("gateway") or _new_gateway_entry()
     cluster: dict[str, Any] = {
         "k": k,
         "n": n,
         "database_url": central_url,
+        "gateway": gateway,
         "nodes": node_entries,
         "postgres": private,
     }
@@ -203,7 +210,45 @@ async def up(
 
     specs = [spec for node in node_entries for spec in _node_specs(directory, node)]
     await _start_all(directory, specs)
+    await _start_all(directory, [_gateway_spec(directory, cluster)])
     return cluster
+
+
+def _new_gateway_entry() -> dict[str, Any]:
+    access_key, secret_key = new_access_key()
+    port = processes.free_port()
+    return {
+        "url": f"http://127.0.0.1:{port}",
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "master_key": new_master_key(),
+        "region": "us-east-1",
+    }
+
+
+def _gateway_spec(directory: Path, cluster: dict[str, Any]) -> ProcessSpec:
+    gateway = cluster["gateway"]
+    port = urllib.parse.urlsplit(gateway["url"]).port
+    env = {
+        "NIMBUS_DATABASE_URL": cluster["database_url"],
+        "NIMBUS_ROOT_ACCESS_KEY": gateway["access_key"],
+        "NIMBUS_ROOT_SECRET_KEY": gateway["secret_key"],
+        "NIMBUS_MASTER_KEY": gateway["master_key"],
+        "NIMBUS_REGION": gateway["region"],
+        "NIMBUS_HOST": "127.0.0.1",
+        "NIMBUS_PORT": str(port),
+        "NIMBUS_K": str(cluster["k"]),
+        "NIMBUS_N": str(cluster["n"]),
+    }
+    if "sequence_size" in gateway:
+        env["NIMBUS_SEQUENCE_SIZE"] = str(gateway["sequence_size"])
+    return ProcessSpec(
+        name="gateway",
+        argv=[sys.executable, "-m", "services.gateway.main"],
+        env=env,
+        log_file=str(directory / "logs" / "gateway.log"),
+        ready=f"{gateway['url']}/-/health",
+    )
 
 
 async def _start_all(directory: Path, specs: Iterable[ProcessSpec]) -> None:
@@ -221,27 +266,54 @@ async def _start_all(directory: Path, specs: Iterable[ProcessSpec]) -> None:
 
 
 async def _wait_ready(spec: ProcessSpec, proc: Running, timeout_s: float = 60.0) -> None:
-    """Until the process answers ``ping`` on its endpoint; fail fast if it dies."""
-    endpoint = spec.env["NIMBUS_BIND"]
-    client = await RpcClient.connect(endpoint, timeout_s=0.5)
+    """Until the process answers its readiness probe; fail fast if it dies."""
+    probe = _http_probe if spec.ready.startswith("http") else _zmq_probe
     deadline = time.monotonic() + timeout_s
-    try:
+    delay = 0.05
+    async with probe(spec.ready) as answers:
         while True:
             if not processes.is_alive(proc):
                 raise LocalClusterError(
                     f"{spec.name} exited during start-up; see {spec.log_file}:\n"
                     + _tail(Path(spec.log_file))
                 )
-            try:
-                reply = await client.request({"message-type": "ping"})
-                if reply.header.get("result") == "success":
-                    return
-            except RpcTimeout:
-                pass
+            if await answers():
+                return
             if time.monotonic() > deadline:
-                raise LocalClusterError(f"{spec.name} did not answer ping within {timeout_s} s")
+                raise LocalClusterError(f"{spec.name} was not ready within {timeout_s} s")
+            await asyncio.sleep(delay)  # poll interval between probes
+            delay = min(delay * 2, 0.5)
+
+
+@contextlib.asynccontextmanager
+async def _zmq_probe(endpoint: str) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    client = await RpcClient.connect(endpoint, timeout_s=0.5)
+
+    async def answers() -> bool:
+        try:
+            reply = await client.request({"message-type": "ping"})
+        except RpcTimeout:
+            return False
+        return reply.header.get("result") == "success"
+
+    try:
+        yield answers
     finally:
         await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _http_probe(url: str) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+
+        async def answers() -> bool:
+            try:
+                async with session.get(url) as response:
+                    return response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        yield answers
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -23,6 +23,8 @@ class ProcessSpec:
     argv: list[str]
     env: dict[str, str]
     log_file: str
+    #: Readiness probe: a ZeroMQ endpoint that answers ping, or an HTTP URL.
+    ready: str
 
 
 @dataclass(frozen=True)

@@ -128,10 +128,16 @@ class Archiver:
             await self._abandon(identity, state)
 
     async def destroy(
-        self, identity: SegmentIdentity, info: SegmentInfo, unified_id_to_delete: int | None
+        self,
+        identity: SegmentIdentity,
+        info: SegmentInfo,
+        unified_id_to_delete: int | None,
+        conjoined_part_to_delete: int | None = None,
     ) -> int:
         async with self._pool.acquire() as conn:
-            return await queries.destroy(conn, identity, info, unified_id_to_delete)
+            return await queries.destroy(
+                conn, identity, info, unified_id_to_delete, conjoined_part_to_delete
+            )
 
     def _lookup(self, identity: SegmentIdentity) -> _Active:
         state = self._active.get(identity)

@@ -104,7 +104,10 @@ def make_handlers(archiver: Archiver) -> dict[str, Handler]:
         to_delete = h.get("unified-id-to-delete")
         if to_delete is not None:
             to_delete = protocol.non_negative(h, "unified-id-to-delete")
-        count = await archiver.destroy(identity_of(h), info_of(h), to_delete)
+        part = h.get("destroy-conjoined-part")
+        if part is not None:
+            part = protocol.non_negative(h, "destroy-conjoined-part")
+        count = await archiver.destroy(identity_of(h), info_of(h), to_delete, part)
         return protocol.reply_header(h, destroyed_count=count), ()
 
     return {

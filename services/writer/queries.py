@@ -117,8 +117,12 @@ async def destroy(
     identity: SegmentIdentity,
     info: SegmentInfo,
     unified_id_to_delete: int | None,
+    conjoined_part_to_delete: int | None = None,
 ) -> int:
-    """Record a tombstone; mark the versions it kills destroyed. Returns how many."""
+    """Record a tombstone; mark the segments it kills destroyed. Returns how many.
+
+    ``conjoined_part_to_delete`` limits it to one part (a replaced part upload).
+    """
     async with db.transaction():
         segment_id = await insert_segment(db, identity, info, "T")
         await db.execute(
@@ -129,10 +133,12 @@ async def destroy(
         status: str = await db.execute(
             """UPDATE segment SET status = 'D'
                WHERE collection_id = $1 AND key = $2 AND status IN ('F', 'A')
-                 AND (unified_id = $3 OR ($3::bigint IS NULL AND unified_id < $4))""",
+                 AND (unified_id = $3 OR ($3::bigint IS NULL AND unified_id < $4))
+                 AND ($5::integer IS NULL OR conjoined_part = $5)""",
             identity.collection_id,
             identity.key,
             unified_id_to_delete,
             identity.unified_id,
+            conjoined_part_to_delete,
         )
     return int(status.split()[-1])

@@ -15,7 +15,7 @@ CREATE TABLE value_file (
 CREATE TABLE segment (
     id                  bigserial PRIMARY KEY,
     collection_id       bigint NOT NULL,
-    key                 text NOT NULL,
+    key                 text COLLATE "C" NOT NULL,
     unified_id          bigint NOT NULL,
     conjoined_part      integer NOT NULL DEFAULT 0,
     segment_num         integer NOT NULL CHECK (segment_num >= 0),

@@ -1,0 +1,131 @@
+"""The aiohttp application: request → endpoint → handler, errors → S3 XML.
+
+Every response carries ``x-amz-request-id``. An :class:`errors.S3Error` (or an
+error from the SigV4 and aws-chunked modules, which carry an S3 code) becomes
+S3's XML error document; nodes that cannot be reached become 503
+``ServiceUnavailable``; the database being away becomes 503 too; anything
+else is logged with its request id and answered ``InternalError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from services.gateway import errors, sigv4
+from services.gateway.auth import authenticate
+from services.gateway.context import GATEWAY
+from services.gateway.endpoints import Endpoint, operation, split_target
+from services.gateway.handlers import bucket, multipart, object, service
+from services.gateway.request import Handler, S3Request
+from services.gateway.store import TooLarge, Unavailable
+
+log = logging.getLogger(__name__)
+
+HANDLERS: dict[str, Handler] = {
+    "ListBuckets": service.list_buckets,
+    "CreateBucket": bucket.create_bucket,
+    "HeadBucket": bucket.head_bucket,
+    "DeleteBucket": bucket.delete_bucket,
+    "ListObjects": bucket.list_objects,
+    "ListObjectsV2": bucket.list_objects_v2,
+    "GetBucketLocation": bucket.get_bucket_location,
+    "GetBucketVersioning": bucket.get_bucket_versioning,
+    "DeleteObjects": bucket.delete_objects,
+    "ListMultipartUploads": multipart.list_multipart_uploads,
+    "PutObject": object.put_object,
+    "GetObject": object.get_object,
+    "HeadObject": object.head_object,
+    "DeleteObject": object.delete_object,
+    "CopyObject": object.copy_object,
+    "CreateMultipartUpload": multipart.create_multipart_upload,
+    "UploadPart": multipart.upload_part,
+    "UploadPartCopy": multipart.upload_part_copy,
+    "CompleteMultipartUpload": multipart.complete_multipart_upload,
+    "AbortMultipartUpload": multipart.abort_multipart_upload,
+    "ListParts": multipart.list_parts,
+}
+
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def _as_s3_error(exc: BaseException) -> errors.S3Error | None:
+    if isinstance(exc, errors.S3Error):
+        return exc
+    if isinstance(exc, sigv4.SigV4Error):
+        return errors.from_code(exc.code, exc.message, exc.status)
+    if isinstance(exc, Unavailable):
+        return errors.ServiceUnavailable(
+            "Not enough storage nodes are reachable right now; retry later.",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, TooLarge):
+        return errors.EntityTooLarge()
+    if isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
+        return errors.ServiceUnavailable("The index database is unreachable; retry later.")
+    return None
+
+
+@web.middleware
+async def s3_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request_id = secrets.token_hex(8).upper()
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        if request.get(object.STREAMING):
+            log.warning("%s: response cut short: %s", request_id, exc)
+            raise
+        error = _as_s3_error(exc)
+        if error is None:
+            log.exception("%s: %s %s failed", request_id, request.method, request.path)
+            error = errors.InternalError()
+        elif error.status >= 500:
+            log.warning("%s: %s %s: %s", request_id, request.method, request.path, exc)
+        response = web.Response(
+            status=error.status,
+            body=errors.render(error, request_id, request.path) if error.has_body else None,
+            content_type="application/xml" if error.has_body else None,
+            headers=error.headers,
+        )
+    response.headers["x-amz-request-id"] = request_id
+    return response
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    bucket_name, key = split_target(request.raw_path, request.host, gw.cfg.domain)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    op = operation(request.method, bucket_name, key, request.query, headers)
+    auth = await authenticate(gw, request)
+    endpoint = Endpoint(op, bucket_name, key)
+    return await HANDLERS[op](S3Request(gw, request, auth, endpoint, request[REQUEST_ID]))
+
+
+async def health(request: web.Request) -> web.Response:
+    """Ready when the database answers and enough writers are up to store."""
+    gw = request.app[GATEWAY]
+    try:
+        await gw.pool.fetchval("SELECT 1")
+    except Exception as exc:
+        return web.json_response({"status": "database unreachable", "error": str(exc)}, status=503)
+    nodes = {
+        node.name: {service: ep.up for service, ep in node.endpoints.items()}
+        for node in gw.nodes.nodes
+    }
+    return web.json_response({"status": "ok", "nodes": nodes})
+
+
+def make_app() -> web.Application:
+    app = web.Application(middlewares=[s3_errors], client_max_size=1024**2)
+    app.router.add_get("/-/health", health)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

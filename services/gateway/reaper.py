@@ -1,0 +1,54 @@
+"""Destroys, on the nodes, the segments no live version references any more.
+
+Overwritten and deleted versions, replaced part attempts and aborted uploads
+are queued in ``garbage_segment`` in the same transaction that retires them.
+Each step sends ``destroy-key`` for a batch of them to every home writer and
+forgets a row once every home has confirmed; a home that is down keeps the
+row for a later step (destroy-key is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.common import messages
+from services.common.messages import SegmentRef
+from services.common.rpc import RpcTimeout
+from services.gateway import queries
+from services.gateway.context import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    name = "reaper"
+
+    def __init__(self, gw: Gateway, batch: int = 100) -> None:
+        self.gw = gw
+        self.batch = batch
+
+    async def _destroy(self, row: queries.Record) -> bool:
+        async def one(segment_num: int, home: str) -> bool:
+            if not self.gw.nodes.is_up(home, "writer"):
+                return False
+            ref = SegmentRef(row["bucket_id"], row["key"], self.gw.ids.next_id(), segment_num)
+            header = messages.destroy(
+                ref, row["unified_id"], conjoined_part_to_delete=row["conjoined_part"]
+            )
+            try:
+                reply = await self.gw.nodes[home].writer.client.request(header)
+            except (RpcTimeout, ConnectionError):
+                return False
+            return reply.header.get("result") == "success"
+
+        done = await asyncio.gather(*(one(i, home) for i, home in enumerate(row["homes"])))
+        return all(done)
+
+    async def run_once(self) -> bool:
+        rows = await queries.garbage(self.gw.pool, self.batch)
+        destroyed = [row["id"] for row in rows if await self._destroy(row)]
+        if destroyed:
+            await queries.forget_garbage(self.gw.pool, destroyed)
+            log.info("destroyed %d garbage segment groups", len(destroyed))
+        return bool(destroyed)
