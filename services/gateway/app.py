@@ -57,7 +57,7 @@ def _as_s3_error(exc: BaseException) -> errors.S3Error | None:
     if isinstance(exc, errors.S3Error):
         return exc
     if isinstance(exc, sigv4.SigV4Error):
-        return errors.from_code(exc.code, exc.message, exc.status)
+        return errors.from_code(exc.code, exc.message, exc.status, details=exc.details)
     if isinstance(exc, Unavailable):
         return errors.ServiceUnavailable(
             "Not enough storage nodes are reachable right now; retry later.",
@@ -97,6 +97,7 @@ async def s3_errors(
             headers=error.headers,
         )
     response.headers["x-amz-request-id"] = request_id
+    response.headers["x-amz-id-2"] = request_id
     return response
 
 

@@ -28,7 +28,7 @@ def signed_request(request: web.Request) -> sigv4.SignedRequest:
     return sigv4.SignedRequest.from_parts(
         request.method,
         request.raw_path,
-        ((name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers),
+        request.headers.items(),
     )
 
 

@@ -22,6 +22,9 @@ from aiohttp import web
 
 from services.gateway import chunked, errors, sigv4
 
+#: ``x-amz-checksum-<algorithm>`` headers that carry a value to verify (not
+#: ``-type``, ``-mode`` or ``-algorithm``); crc64nvme is refused by checksum_for.
+CHECKSUM_HEADERS = frozenset({"crc32", "crc32c", "sha1", "sha256", "sha512", "crc64nvme"})
 #: A body that sends nothing for this long is abandoned (S3's RequestTimeout).
 IDLE_TIMEOUT_S = 30.0
 
@@ -47,7 +50,7 @@ class Body:
         self._checksums = {
             name: (chunked.checksum_for(name), value)
             for name, value in headers.items()
-            if name.startswith(chunked.CHECKSUM_PREFIX) and name != "x-amz-checksum-algorithm"
+            if name.removeprefix(chunked.CHECKSUM_PREFIX) in CHECKSUM_HEADERS
         }
         self.raw_bytes = 0
 

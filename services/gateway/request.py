@@ -15,7 +15,6 @@ from services.gateway.body import Body
 from services.gateway.context import Gateway
 from services.gateway.endpoints import Endpoint
 
-MAX_XML_BODY_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -59,7 +58,7 @@ class S3Request:
         data = bytearray()
         async for chunk in body.chunks():
             data += chunk
-            if len(data) > MAX_XML_BODY_BYTES:
+            if len(data) > xmlio.MAX_XML_BODY_BYTES:
                 raise errors.MaxMessageLengthExceeded()
         body.finish_check(len(data), hashlib.md5(data).digest())
         return bytes(data)
