@@ -16,7 +16,6 @@ from services.gateway.context import Gateway
 from services.gateway.endpoints import Endpoint
 
 
-
 @dataclass
 class S3Request:
     gw: Gateway
