@@ -69,6 +69,26 @@ class LocalCluster:
     def n(self) -> int:
         return int(self.description["n"])
 
+    @property
+    def gateway(self) -> dict[str, Any]:
+        """``url``, ``access_key``, ``secret_key``, ``region`` of the S3 gateway."""
+        gateway: dict[str, Any] = self.description["gateway"]
+        return gateway
+
+    def s3(self, **config: Any) -> Any:
+        """A boto3 S3 client for the gateway, with boto3's default settings."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.gateway["url"],
+            aws_access_key_id=self.gateway["access_key"],
+            aws_secret_access_key=self.gateway["secret_key"],
+            region_name=self.gateway["region"],
+            config=Config(**config) if config else None,
+        )
+
     def node(self, name: str) -> dict[str, Any]:
         return next(node for node in self.nodes if node["name"] == name)
 
@@ -93,6 +113,12 @@ def local_cluster(reachable_tmp: Path) -> Iterator[LocalCluster]:
         yield LocalCluster(directory, description)
     finally:
         nimbus("local", "down", "--wipe", "--dir", str(directory), check=False)
+
+
+@pytest.fixture(scope="session")
+def s3(local_cluster: LocalCluster) -> Any:
+    """boto3 (newest, default settings) against the session cluster's gateway."""
+    return local_cluster.s3()
 
 
 @pytest.fixture(scope="session")
