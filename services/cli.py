@@ -8,6 +8,12 @@
     nimbus local start-node NAME [--dir DIR]
     nimbus local status [--dir DIR]
     nimbus ping ENDPOINT [--timeout-s 2]
+    nimbus admin user create NAME [--dir DIR]
+    nimbus admin key create USER [--dir DIR]
+
+`nimbus admin` reaches the central database and the master key through the
+local cluster's cluster.json (--dir), or NIMBUS_DATABASE_URL and
+NIMBUS_MASTER_KEY when those are set (as in the compose cluster).
 
 Every `nimbus local` command takes the same --dir, defaulting to
 $NIMBUS_LOCAL_DIR or /var/tmp/nimbus-$USER/local.
@@ -19,11 +25,16 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+import asyncpg
+
 from services.common import db
 from services.common.rpc import RpcClient, RpcTimeout
+from services.gateway import queries as gateway_queries
+from services.gateway.secrets import SecretBox, new_access_key
 from services.local import cluster
 from services.local.postgres import PostgresError
 
@@ -60,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
         node_parser.add_argument("name")
     status = local_commands.add_parser("status", help="which processes run")
     for sub in (up, down, stop_node, start_node, status):
+        sub.add_argument("--dir", type=Path, default=None, help=dir_help)
+
+    admin = commands.add_parser("admin", help="users and access keys")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    user = admin_commands.add_parser("user", help="users")
+    user.add_argument("action", choices=["create"])
+    user.add_argument("name")
+    key = admin_commands.add_parser("key", help="access keys")
+    key.add_argument("action", choices=["create"])
+    key.add_argument("user")
+    for sub in (user, key):
         sub.add_argument("--dir", type=Path, default=None, help=dir_help)
 
     ping = commands.add_parser("ping", help="exit 0 if a service answers ping")
@@ -134,6 +156,39 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_target(directory: Path | None) -> tuple[str, str]:
+    """(central database URL, master key) for admin commands."""
+    url, master = os.environ.get("NIMBUS_DATABASE_URL"), os.environ.get("NIMBUS_MASTER_KEY")
+    if url and master and directory is None:
+        return url, master
+    described = cluster.load_cluster(directory or cluster.default_dir())
+    return described["database_url"], described["gateway"]["master_key"]
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    url, master = _admin_target(args.dir)
+    conn = await asyncpg.connect(url)
+    try:
+        if args.admin_command == "user":
+            created = await gateway_queries.ensure_user(conn, args.name)
+            print(json.dumps({"user": args.name, "id": created}))
+            return 0
+        user_id = await gateway_queries.user_id(conn, args.user)
+        if user_id is None:
+            print(
+                f"nimbus: no user {args.user!r} (create it with `nimbus admin user create`)",
+                file=sys.stderr,
+            )
+            return 1
+        access_key, secret_key = new_access_key()
+        sealed = SecretBox(master).seal(access_key, secret_key)
+        await gateway_queries.put_access_key(conn, access_key, user_id, sealed)
+        print(json.dumps({"user": args.user, "access_key": access_key, "secret_key": secret_key}))
+        return 0
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -142,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_migrate(args))
         elif args.command == "local":
             code = _local(args)
+        elif args.command == "admin":
+            code = asyncio.run(_admin(args))
         else:
             code = asyncio.run(_ping(args.endpoint, args.timeout_s))
     except (cluster.LocalClusterError, PostgresError) as exc:
