@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.add_argument("--url", required=True, help="central database URL; nodes go beside it")
     setup.add_argument("--nodes", type=int, required=True, help="nodes node01..nodeNN")
+    setup.add_argument("--k", type=int, default=4, help="shares needed to rebuild")
+    setup.add_argument("--n", type=int, default=None, help="shares per object (default: nodes)")
+    setup.add_argument(
+        "--writer-endpoint",
+        default="tcp://{node}-writer:7001",
+        help="each node's writer endpoint; {node} is replaced by the node name",
+    )
+    setup.add_argument(
+        "--reader-endpoint",
+        default="tcp://{node}-reader:7002",
+        help="each node's reader endpoint; {node} is replaced by the node name",
+    )
 
     local = commands.add_parser("local", help="a cluster of local processes on 127.0.0.1")
     local_commands = local.add_subparsers(dest="local_command", required=True)
@@ -94,6 +106,11 @@ async def _migrate(args: argparse.Namespace) -> int:
     if args.db_command == "setup":
         names = [cluster.node_name(i) for i in range(1, args.nodes + 1)]
         central, nodes = await db.setup_databases(args.url, names)
+        endpoints = [
+            (name, args.writer_endpoint.format(node=name), args.reader_endpoint.format(node=name))
+            for name in names
+        ]
+        await db.register_cluster(central, args.k, args.n or args.nodes, endpoints)
         print(f"central database ready: {central}")
         for name, url in nodes.items():
             print(f"{name} database ready: {url}")

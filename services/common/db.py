@@ -165,3 +165,42 @@ async def setup_databases(central_url: str, node_names: list[str]) -> tuple[str,
         nodes[name] = await ensure_database(central_url, f"{central_name}_{name}")
         await migrate(nodes[name], "node")
     return central, nodes
+
+
+async def register_cluster(
+    central_url: str, k: int, n: int, nodes: list[tuple[str, str, str]], name: str = "local"
+) -> None:
+    """Record the cluster's code and its nodes' (name, writer, reader) endpoints.
+
+    The gateway reads them at start. Idempotent: re-registering updates the
+    endpoints; the node order is the order given.
+    """
+    conn = await asyncpg.connect(central_url)
+    try:
+        async with conn.transaction():
+            cluster_id = await conn.fetchval(
+                """INSERT INTO cluster (name, k, n) VALUES ($1, $2, $3)
+                   ON CONFLICT (name) DO UPDATE SET k = $2, n = $3 RETURNING id""",
+                name,
+                k,
+                n,
+            )
+            # Renumber in two steps so a reordering never trips the unique index.
+            await conn.execute(
+                "UPDATE node SET node_number = -1 - node_number WHERE cluster_id = $1", cluster_id
+            )
+            for number, (node_name, writer, reader) in enumerate(nodes):
+                await conn.execute(
+                    """INSERT INTO node (cluster_id, name, writer_endpoint, reader_endpoint,
+                                         node_number)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (name) DO UPDATE
+                       SET writer_endpoint = $3, reader_endpoint = $4, node_number = $5""",
+                    cluster_id,
+                    node_name,
+                    writer,
+                    reader,
+                    number,
+                )
+    finally:
+        await conn.close()

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from services.common import db
 from services.common.rpc import RpcClient, RpcTimeout
@@ -105,33 +104,6 @@ async def _prepare_postgres(directory: Path, database_url: str | None) -> tuple[
     return pg.url, {"data_dir": str(data_dir), "port": port}
 
 
-async def _register(central_url: str, k: int, n: int, nodes: list[dict[str, Any]]) -> None:
-    conn = await asyncpg.connect(central_url)
-    try:
-        async with conn.transaction():
-            cluster_id = await conn.fetchval(
-                """INSERT INTO cluster (name, k, n) VALUES ('local', $1, $2)
-                   ON CONFLICT (name) DO UPDATE SET k = $1, n = $2 RETURNING id""",
-                k,
-                n,
-            )
-            for number, node in enumerate(nodes):
-                await conn.execute(
-                    """INSERT INTO node (cluster_id, name, writer_endpoint, reader_endpoint,
-                                         node_number)
-                       VALUES ($1, $2, $3, $4, $5)
-                       ON CONFLICT (name) DO UPDATE
-                       SET writer_endpoint = $3, reader_endpoint = $4, node_number = $5""",
-                    cluster_id,
-                    node["name"],
-                    node["writer"],
-                    node["reader"],
-                    number,
-                )
-    finally:
-        await conn.close()
-
-
 def _node_specs(directory: Path, node: dict[str, Any]) -> list[ProcessSpec]:
     specs = []
     for service in NODE_SERVICES:
@@ -193,7 +165,9 @@ async def up(
                 "database_url": node_dbs[name],
             }
         )
-    await _register(central_url, k, n, node_entries)
+    await db.register_cluster(
+        central_url, k, n, [(node["name"], node["writer"], node["reader"]) for node in node_entries]
+    )
 
     gateway = (existing or {}).get("gateway") or _new_gateway_entry()
     cluster: dict[str, Any] = {
@@ -332,18 +306,18 @@ def _node_process_names(cluster: dict[str, Any], name: str) -> list[str]:
 
 def _stop_processes(directory: Path, names: Iterable[str]) -> list[str]:
     table = _load_processes(directory)
-    stopped = []
+    running: dict[str, Running] = {}
     for name in names:
         entry = table.get(name)
         if entry is None:
             continue
         proc = _running(entry)
-        if processes.is_alive(proc):
-            processes.stop(proc)
-            stopped.append(name)
+        if proc is not None and processes.is_alive(proc):
+            running[name] = proc
         entry["pid"] = None
+    processes.stop(list(running.values()))
     _write_json(_processes_file(directory), table)
-    return stopped
+    return list(running)
 
 
 def stop_node(directory: Path, name: str) -> list[str]:
@@ -372,6 +346,8 @@ def down(directory: Path, wipe: bool = False) -> None:
     directory = directory.resolve()
     if _cluster_file(directory).exists():
         cluster = load_cluster(directory)
+        # The gateway first, so it does not report the nodes going away.
+        _stop_processes(directory, ["gateway"])
         _stop_processes(directory, list(_load_processes(directory)))
         private = cluster.get("postgres")
         if private:

@@ -75,17 +75,22 @@ def start(spec: ProcessSpec) -> Running:
     return Running(child.pid, stat[1] if stat else 0)
 
 
-def stop(proc: Running | None, timeout_s: float = 30.0) -> bool:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. True if it had to kill."""
-    if not is_alive(proc):
-        return False
-    assert proc is not None
-    os.kill(proc.pid, signal.SIGTERM)
-    if wait_gone(proc, timeout_s):
-        return False
-    os.kill(proc.pid, signal.SIGKILL)
-    wait_gone(proc, 10.0)
-    return True
+def stop(procs: list[Running], timeout_s: float = 30.0) -> list[Running]:
+    """SIGTERM all at once, wait up to ``timeout_s``, then SIGKILL the rest.
+
+    Returns the processes that had to be killed.
+    """
+    alive = [proc for proc in procs if is_alive(proc)]
+    for proc in alive:
+        os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    killed = []
+    for proc in alive:
+        if not wait_gone(proc, max(0.0, deadline - time.monotonic())):
+            os.kill(proc.pid, signal.SIGKILL)
+            wait_gone(proc, 10.0)
+            killed.append(proc)
+    return killed
 
 
 def wait_gone(proc: Running, timeout_s: float) -> bool:
