@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -95,11 +94,17 @@ class ValueFileWriter:
             return  # closed files were fsynced before closing
         target = f.completed_writes
         while f.synced_writes < target and not f.closed:
-            if f.sync_task is None:
-                covered = f.completed_writes
-                f.sync_task = asyncio.ensure_future(_fsync_then(f.fd, covered))
-                f.sync_task.add_done_callback(functools.partial(_finish_sync, f))
-            await asyncio.shield(f.sync_task)
+            task = f.sync_task
+            if task is None:
+                task = asyncio.ensure_future(_fsync_then(f.fd, f.completed_writes))
+                f.sync_task = task
+            # Advance from the awaited result, not a done-callback: a callback
+            # runs one loop turn later, and a caller arriving in that gap would
+            # find a finished task, await it without yielding, and spin forever.
+            covered = await asyncio.shield(task)
+            f.synced_writes = max(f.synced_writes, covered)
+            if f.sync_task is task:
+                f.sync_task = None
 
     async def _roll_over(self) -> _OpenFile:
         if self._current is not None:
@@ -130,12 +135,6 @@ class ValueFileWriter:
             if self._current is not None:
                 await self._close_file(self._current)
                 self._current = None
-
-
-def _finish_sync(f: _OpenFile, task: asyncio.Future[int]) -> None:
-    f.sync_task = None
-    if not task.cancelled() and task.exception() is None:
-        f.synced_writes = max(f.synced_writes, task.result())
 
 
 async def _fsync_then(fd: int, covered: int) -> int:

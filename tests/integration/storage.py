@@ -23,7 +23,8 @@ async def store_entire(writer: RpcClient, ref: SegmentRef, share: bytes) -> Mess
 async def store_in_pieces(
     writer: RpcClient, ref: SegmentRef, pieces: list[bytes], file: FileInfo
 ) -> Message:
-    """start, next..., final, each awaited before the next is sent."""
+    """start, next..., final, each awaited before the next is sent (two pieces or more)."""
+    assert len(pieces) >= 2, "one piece is an archive-key-entire"
     last = len(pieces) - 1
     reply: Message | None = None
     for num, piece in enumerate(pieces):
