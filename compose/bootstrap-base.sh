@@ -40,7 +40,7 @@ if image_exists "$BASE_IMAGE"; then
 fi
 if [[ "${NIMBUS_BASE_NO_PULL:-0}" != 1 ]]; then
     log "trying: docker pull $BASE_IMAGE"
-    if timeout 600 docker pull "$BASE_IMAGE" >&2; then
+    if timeout 300 docker pull "$BASE_IMAGE" >&2; then
         log "using $BASE_IMAGE (pulled)"
         echo "$BASE_IMAGE"
         exit 0
@@ -64,34 +64,39 @@ fi
 # The mirror the host's apt uses for $SUITE (deb822 .sources or one-line .list format);
 # $1 is the suite to look for (bookworm or bookworm-security).
 host_mirror() {
-    local want="$1" file
+    local want="$1" file found
     for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
         [[ -r "$file" ]] || continue
         if [[ "$file" == *.sources ]]; then
             # Stanzas are separated by blank lines; print the first URI of one whose
             # Suites contain $want and whose Types contain deb.
-            awk -v want="$want" '
+            found="$(awk -v want="$want" '
                 function flush() {
-                    if (uri != "" && is_deb && has_suite) { print uri; found = 1; exit }
+                    if (uri != "" && is_deb && has_suite) { print uri; done = 1 }
                     uri = ""; is_deb = 0; has_suite = 0
                 }
+                done { next }
                 /^[ \t]*$/ { flush(); next }
                 /^[ \t]*#/ { next }
                 tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") is_deb = 1 }
                 tolower($1) == "uris:" { uri = $2 }
                 tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == want) has_suite = 1 }
-                END { if (!found) flush() }
-            ' "$file"
+                END { if (!done) flush() }
+            ' "$file")"
         else
-            awk -v want="$want" '
-                $1 == "deb" {
+            found="$(awk -v want="$want" '
+                !done && $1 == "deb" {
                     i = 2
                     if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                    if ($(i + 1) == want) { print $i; exit }
+                    if ($(i + 1) == want) { print $i; done = 1 }
                 }
-            ' "$file"
+            ' "$file")"
         fi
-    done | head -n 1
+        if [[ -n "$found" ]]; then
+            echo "$found"
+            return 0
+        fi
+    done
 }
 
 MIRROR="${NIMBUS_DEBIAN_MIRROR:-$(host_mirror "$SUITE")}"

@@ -59,6 +59,7 @@ postgres -D "$PGDATA" \
     -c listen_addresses='*' \
     -c max_connections="${POSTGRES_MAX_CONNECTIONS:-300}" \
     -c password_encryption=scram-sha-256 \
+    -c jit=off \
     "$@" &
 pid=$!
 trap 'kill -INT "$pid" 2>/dev/null || true' INT TERM
