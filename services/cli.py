@@ -29,14 +29,11 @@ import os
 import sys
 from pathlib import Path
 
-import asyncpg
-
-from services.common import db
+# Heavier modules are imported inside the commands that use them: `nimbus
+# ping` runs as every container's health check and must start fast.
 from services.common.rpc import RpcClient, RpcTimeout
-from services.gateway import queries as gateway_queries
-from services.gateway.secrets import SecretBox, new_access_key
-from services.local import cluster
-from services.local.postgres import PostgresError
+
+LOCAL_NODE_NAME = "node{number:02d}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = database.add_subparsers(dest="db_command", required=True)
     migrate = db_commands.add_parser("migrate", help="apply missing migrations (idempotent)")
     migrate.add_argument("--url", help="database URL")
-    migrate.add_argument("--kind", choices=db.KINDS, help="which schema the database holds")
+    migrate.add_argument(
+        "--kind", choices=("central", "node"), help="which schema the database holds"
+    )
     migrate.add_argument("--dir", type=Path, help="migrate every database of a local cluster")
     setup = db_commands.add_parser(
         "setup", help="create (if missing) and migrate the central and every node database"
@@ -103,19 +102,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _migrate(args: argparse.Namespace) -> int:
+    from services.common import db
+
     if args.db_command == "setup":
-        names = [cluster.node_name(i) for i in range(1, args.nodes + 1)]
+        names = [LOCAL_NODE_NAME.format(number=i) for i in range(1, args.nodes + 1)]
         central, nodes = await db.setup_databases(args.url, names)
         endpoints = [
             (name, args.writer_endpoint.format(node=name), args.reader_endpoint.format(node=name))
             for name in names
         ]
         await db.register_cluster(central, args.k, args.n or args.nodes, endpoints)
-        print(f"central database ready: {central}")
+        print(f"central database ready: {db.redact(central)}")
         for name, url in nodes.items():
-            print(f"{name} database ready: {url}")
+            print(f"{name} database ready: {db.redact(url)}")
         return 0
     if args.dir is not None:
+        from services.local import cluster
+
         described = cluster.load_cluster(args.dir)
         targets = [(described["database_url"], "central")]
         targets += [(node["database_url"], "node") for node in described["nodes"]]
@@ -144,6 +147,8 @@ async def _ping(endpoint: str, timeout_s: float) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    from services.local import cluster
+
     directory = args.dir or cluster.default_dir()
     match args.local_command:
         case "up":
@@ -175,6 +180,8 @@ def _local(args: argparse.Namespace) -> int:
 
 def _admin_target(directory: Path | None) -> tuple[str, str]:
     """(central database URL, master key) for admin commands."""
+    from services.local import cluster
+
     url, master = os.environ.get("NIMBUS_DATABASE_URL"), os.environ.get("NIMBUS_MASTER_KEY")
     if url and master and directory is None:
         return url, master
@@ -183,6 +190,11 @@ def _admin_target(directory: Path | None) -> tuple[str, str]:
 
 
 async def _admin(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from services.gateway import queries as gateway_queries
+    from services.gateway.secrets import SecretBox, new_access_key
+
     url, master = _admin_target(args.dir)
     conn = await asyncpg.connect(url)
     try:
@@ -218,7 +230,12 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_admin(args))
         else:
             code = asyncio.run(_ping(args.endpoint, args.timeout_s))
-    except (cluster.LocalClusterError, PostgresError) as exc:
+    except Exception as exc:
+        from services.local.cluster import LocalClusterError
+        from services.local.postgres import PostgresError
+
+        if not isinstance(exc, (LocalClusterError, PostgresError)):
+            raise
         print(f"nimbus: {exc}", file=sys.stderr)
         code = 1
     sys.exit(code)

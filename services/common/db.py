@@ -150,6 +150,18 @@ def with_database(url: str, dbname: str) -> str:
     return urllib.parse.urlsplit(url)._replace(path=f"/{dbname}").geturl()
 
 
+def redact(url: str) -> str:
+    """The URL without its password, for logs and output.
+
+    >>> redact("postgresql://nimbus:secret@db:5432/nimbus")
+    'postgresql://nimbus:***@db:5432/nimbus'
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 async def setup_databases(central_url: str, node_names: list[str]) -> tuple[str, dict[str, str]]:
     """Create (if missing) and migrate the central database of ``central_url``
     and one database per node beside it, named ``<central>_<node>``.
