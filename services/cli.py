@@ -95,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (user, key):
         sub.add_argument("--dir", type=Path, default=None, help=dir_help)
 
-    ping = commands.add_parser("ping", help="exit 0 if a service answers ping")
+    ping = commands.add_parser(
+        "ping", help="exit 0 if a service answers ping (tcp://...) or its health URL (http://...)"
+    )
     ping.add_argument("endpoint")
     ping.add_argument("--timeout-s", type=float, default=2.0)
     return parser
@@ -134,6 +136,8 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 async def _ping(endpoint: str, timeout_s: float) -> int:
+    if endpoint.startswith(("http://", "https://")):
+        return await asyncio.to_thread(_http_ping, endpoint, timeout_s)
     client = await RpcClient.connect(endpoint, timeout_s=timeout_s)
     try:
         reply = await client.request({"message-type": "ping"})
@@ -144,6 +148,19 @@ async def _ping(endpoint: str, timeout_s: float) -> int:
         await client.close()
     print(json.dumps(reply.header))
     return 0 if reply.header.get("result") == "success" else 1
+
+
+def _http_ping(url: str, timeout_s: float) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            print(response.read().decode(errors="replace"))
+            return 0
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _local(args: argparse.Namespace) -> int:
