@@ -19,7 +19,7 @@ from aiohttp import web
 from services.gateway import errors, sigv4
 from services.gateway.auth import authenticate
 from services.gateway.context import GATEWAY
-from services.gateway.endpoints import Endpoint, operation, split_target
+from services.gateway.endpoints import Endpoint, is_virtual_host, operation, split_target
 from services.gateway.handlers import bucket, multipart, object, service
 from services.gateway.request import Handler, S3Request
 from services.gateway.store import TooLarge, Unavailable
@@ -106,7 +106,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     bucket_name, key = split_target(request.raw_path, request.host, gw.cfg.domain)
     headers = {name.lower(): value for name, value in request.headers.items()}
     op = operation(request.method, bucket_name, key, request.query, headers)
-    auth = await authenticate(gw, request)
+    in_host = bucket_name if is_virtual_host(request.host, gw.cfg.domain) else None
+    auth = await authenticate(gw, request, in_host)
     endpoint = Endpoint(op, bucket_name, key)
     return await HANDLERS[op](S3Request(gw, request, auth, endpoint, request[REQUEST_ID]))
 
@@ -128,5 +129,6 @@ async def health(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application(middlewares=[s3_errors], client_max_size=1024**2)
     app.router.add_get("/-/health", health)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Every other path is S3. "[\s\S]" and not ".": a key may contain a newline.
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", dispatch)
     return app

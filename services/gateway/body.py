@@ -33,18 +33,18 @@ class Body:
     def __init__(
         self,
         request: web.Request,
-        context: sigv4.AuthContext,
+        payload_hash: str,
         signer: sigv4.StreamingSigner | None,
     ) -> None:
         self._request = request
         headers = {name.lower(): value for name, value in request.headers.items()}
         self._content_md5 = _content_md5(headers.get("content-md5"))
         self._declared = _content_length(request)
-        self._expected_sha256 = context.payload_sha256
+        self._expected_sha256 = sigv4.signed_payload_sha256(payload_hash)
         self._sha256 = hashlib.sha256() if self._expected_sha256 else None
         self._decoder = (
-            chunked.AwsChunkedDecoder.from_headers(context.payload_hash, headers, signer)
-            if context.is_streaming
+            chunked.AwsChunkedDecoder.from_headers(payload_hash, headers, signer)
+            if payload_hash in sigv4.STREAMING_MODES
             else None
         )
         self._checksums = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from services.gateway import errors
@@ -54,12 +54,21 @@ def _unsatisfiable(value: str, size: int) -> errors.InvalidRange:
 
 
 def _http_date(value: str | None) -> datetime | None:
+    """An HTTP date, always timezone-aware; None for a missing or unparsable one.
+
+    >>> _http_date("Tue, 15 Nov 1994 08:12:31 -0000").tzinfo
+    datetime.timezone.utc
+    >>> _http_date("yesterday") is None
+    True
+    """
     if not value:
         return None
     try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    # "-0000" (and a missing zone) parse as naive; HTTP dates are UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _etag_matches(header: str, etag: str) -> bool:

@@ -34,6 +34,19 @@ class Endpoint:
     key: str | None
 
 
+def _hostname(host: str) -> str:
+    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
+
+
+def is_virtual_host(host: str, domain: str) -> bool:
+    """Whether the Host header names the bucket (``bucket.DOMAIN``).
+
+    >>> is_virtual_host("photos.s3.local:9000", "s3.local"), is_virtual_host("s3.local", "s3.local")
+    (True, False)
+    """
+    return bool(domain) and _hostname(host).endswith("." + domain)
+
+
 def split_target(raw_path: str, host: str, domain: str) -> tuple[str | None, str | None]:
     """(bucket, key) from the raw (still percent-encoded) path and Host header.
 
@@ -43,9 +56,8 @@ def split_target(raw_path: str, host: str, domain: str) -> tuple[str | None, str
     ('photos', '2024/cat.jpg')
     """
     path = raw_path.split("?", 1)[0]
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if domain and hostname.endswith("." + domain):
-        bucket: str | None = hostname[: -len(domain) - 1]
+    if is_virtual_host(host, domain):
+        bucket: str | None = _hostname(host)[: -len(domain) - 1]
         rest = path[1:] if path.startswith("/") else path
         key = urllib.parse.unquote(rest) if rest else None
         return bucket, key
@@ -99,6 +111,13 @@ def _bucket_operation(method: str, query: Mapping[str, str]) -> str:
 
 def _object_operation(method: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
     copy = "x-amz-copy-source" in headers
+    if method in ("PUT", "POST") and ("if-match" in headers or "if-none-match" in headers):
+        # Conditional writes are not implemented: ignoring the condition would
+        # overwrite what the client asked to keep.
+        raise errors.NotImplemented(
+            "conditional writes (If-Match, If-None-Match) are not implemented",
+            header="If-None-Match" if "if-none-match" in headers else "If-Match",
+        )
     if method == "PUT":
         if "uploadId" in query or "partNumber" in query:
             if "uploadId" not in query or "partNumber" not in query:

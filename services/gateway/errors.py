@@ -303,6 +303,14 @@ class MalformedXML(S3Error):
     )
 
 
+class MalformedTrailerError(S3Error):
+    status = 400
+    message = (
+        "The request contained trailing data that was not well-formed or did not conform "
+        "to our published schema."
+    )
+
+
 class MaxMessageLengthExceeded(S3Error):
     status = 400
     message = "Your request was too big."

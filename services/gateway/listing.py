@@ -1,10 +1,13 @@
 """Listing keys with prefix, delimiter and a resume point, as S3 does.
 
-Keys come from ``fetch(after, limit)`` in byte order (the index's key column
-is ``COLLATE "C"``). With a delimiter, every key whose remainder after the
-prefix contains it is rolled into one common prefix, and the scan jumps past
-that whole prefix instead of reading its keys. A key never disappears into a
-common prefix it does not belong to (the original dropped plain keys).
+Keys come from ``fetch(start, inclusive, limit)``: rows whose key is after
+``start`` (or equal to it when ``inclusive``) and not before the prefix, in
+byte order (the index's key column is ``COLLATE "C"``; for UTF-8 that is
+code-point order, Python's ``str`` order). With a delimiter, every key whose
+remainder after the prefix contains it is rolled into one common prefix,
+and the scan jumps to :func:`prefix_successor` of that prefix instead of
+reading its keys. A key never disappears into a common prefix it does not
+belong to (the original dropped plain keys).
 
 The resume point (``marker`` / ``start-after`` / continuation token) is the
 last key or common prefix a page returned; a common prefix at or before it
@@ -17,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Sorts after every string that starts with the same prefix (in UTF-8 order).
-_AFTER_ALL = "\U0010ffff"
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)
 
 
 @dataclass
@@ -34,7 +37,28 @@ class Page:
         return len(self.entries) + len(self.common_prefixes)
 
 
-Fetch = Callable[[str, int], Awaitable[Sequence[Any]]]
+#: ``fetch(start, inclusive, limit)``: see the module docstring.
+Fetch = Callable[[str, bool, int], Awaitable[Sequence[Any]]]
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least string greater than every string that starts with ``prefix``.
+
+    None when there is none (``prefix`` is empty or all U+10FFFF). No
+    "after everything" sentinel can do this with ``key > sentinel``: a key
+    may itself continue with U+10FFFF.
+
+    >>> prefix_successor("photos/"), prefix_successor("a\U0010ffff")
+    ('photos0', 'b')
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code <= _MAX_CODE_POINT:
+            if code in _SURROGATES:  # not characters: UTF-8 has no bytes for them
+                code = _SURROGATES.stop
+            return "".join(chars) + chr(code)
+    return None
 
 
 async def list_page(
@@ -49,35 +73,34 @@ async def list_page(
     page = Page()
     if max_keys <= 0:
         return page
-    after = resume_after
+    start, inclusive = resume_after, False
     while True:
-        rows = await fetch(after, batch)
+        rows = await fetch(start, inclusive, batch)
         if not rows:
             return page
         for row in rows:
             key = key_of(row)
             if not key.startswith(prefix):
-                if key > prefix:
-                    return page  # past every key with this prefix
-                after = key
-                continue
+                return page  # rows are not before the prefix: this one is past it
             common = _common_prefix(key, prefix, delimiter)
             if common is not None:
-                after = common + _AFTER_ALL
-                if common <= resume_after:
-                    break  # returned on an earlier page
-                if page.count == max_keys:
-                    page.is_truncated = True
+                if common > resume_after:  # else it was returned on an earlier page
+                    if page.count == max_keys:
+                        page.is_truncated = True
+                        return page
+                    page.common_prefixes.append(common)
+                    page.last = common
+                following = prefix_successor(common)
+                if following is None:
                     return page
-                page.common_prefixes.append(common)
-                page.last = common
-                break  # refetch past the whole prefix
+                start, inclusive = following, True
+                break  # refetch past the whole common prefix
             if page.count == max_keys:
                 page.is_truncated = True
                 return page
             page.entries.append(row)
             page.last = key
-            after = key
+            start, inclusive = key, False
         else:
             if len(rows) < batch:
                 return page

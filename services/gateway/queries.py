@@ -245,17 +245,20 @@ async def delete_live(db: Conn, bucket_id: int, key: str) -> bool:
         return True
 
 
-async def list_live(db: Db, bucket_id: int, prefix: str, after: str, limit: int) -> list[Record]:
-    """Live versions with key > ``after`` and key >= ``prefix``, in key order.
+async def list_live(
+    db: Db, bucket_id: int, prefix: str, start: str, inclusive: bool, limit: int
+) -> list[Record]:
+    """Live versions with key > ``start`` (>= when ``inclusive``) and key >= ``prefix``.
 
-    Rows past the prefix may come back: the caller stops at the first one.
+    In key order. Rows past the prefix may come back: the caller stops at the first one.
     """
+    after = ">=" if inclusive else ">"  # one of two fixed operators, never user input
     return await db.fetch(
-        """SELECT key, size, etag, created_at FROM object_version
-           WHERE bucket_id = $1 AND state = 'live' AND key > $2 AND key >= $3
+        f"""SELECT key, size, etag, created_at FROM object_version
+           WHERE bucket_id = $1 AND state = 'live' AND key {after} $2 AND key >= $3
            ORDER BY key LIMIT $4""",
         bucket_id,
-        after,
+        start,
         prefix,
         limit,
     )
@@ -407,6 +410,18 @@ async def close_upload(db: Conn, upload_id: str, state: str) -> bool:
     return closed is not None
 
 
+async def discard_unlisted_parts(db: Conn, upload_id: str, kept_conjoined: Sequence[int]) -> None:
+    """Queue the parts a completed upload did not list for destruction on the nodes."""
+    await db.execute(
+        """INSERT INTO garbage_segment (bucket_id, key, unified_id, conjoined_part, homes)
+           SELECT u.bucket_id, u.key, u.unified_id, p.conjoined_part, u.homes
+           FROM multipart_part p JOIN multipart_upload u ON u.upload_id = p.upload_id
+           WHERE p.upload_id = $1 AND NOT (p.conjoined_part = ANY($2::integer[]))""",
+        upload_id,
+        list(kept_conjoined),
+    )
+
+
 async def abort_upload(db: Conn, upload_id: str) -> bool:
     async with db.transaction():
         row = await db.fetchrow(
@@ -431,10 +446,15 @@ async def abort_upload(db: Conn, upload_id: str) -> bool:
 async def open_uploads(
     db: Db, bucket_id: int, prefix: str, key_marker: str, upload_marker: str, limit: int
 ) -> list[Record]:
+    """Open uploads after the markers, by key then upload id.
+
+    As on S3, a key marker without an upload-id marker skips every upload of
+    that key; with one, the key's uploads after that id are listed.
+    """
     return await db.fetch(
         """SELECT key, upload_id, created_at FROM multipart_upload
            WHERE bucket_id = $1 AND state = 'open' AND key >= $2
-             AND (key > $3 OR (key = $3 AND upload_id > $4))
+             AND (key > $3 OR (key = $3 AND $4 <> '' AND upload_id > $4))
            ORDER BY key, upload_id LIMIT $5""",
         bucket_id,
         prefix,

@@ -49,7 +49,7 @@ class S3Request:
         return xmlio.Owner(str(principal.user_id), principal.name)
 
     def body(self) -> Body:
-        return Body(self.http, self.auth.context, self.auth.signer)
+        return Body(self.http, self.auth.payload_hash, self.auth.signer)
 
     async def small_body(self) -> bytes:
         """A whole (XML) body, bounded, with its checks applied."""

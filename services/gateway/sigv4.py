@@ -208,14 +208,23 @@ class AuthContext:
     @property
     def payload_sha256(self) -> str | None:
         """The body's sha256 (lower-case hex) the caller must check, if the payload is signed."""
-        if _SHA256_HEX_RE.fullmatch(self.payload_hash):
-            return self.payload_hash.lower()
-        return None
+        return signed_payload_sha256(self.payload_hash)
 
     @property
     def is_streaming(self) -> bool:
         """The body is `aws-chunked` and must go through `AwsChunkedDecoder`."""
         return self.payload_hash in STREAMING_MODES
+
+
+def signed_payload_sha256(payload_hash: str) -> str | None:
+    """The body's sha256 (lower-case hex) when ``payload_hash`` signs one, else None.
+
+    >>> signed_payload_sha256("UNSIGNED-PAYLOAD") is None, signed_payload_sha256(EMPTY_SHA256)[:8]
+    (True, 'e3b0c442')
+    """
+    if _SHA256_HEX_RE.fullmatch(payload_hash):
+        return payload_hash.lower()
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ EXPECTED_STATUS = {
     "InvalidURI": 400,
     "KeyTooLongError": 400,
     "MalformedXML": 400,
+    "MalformedTrailerError": 400,
     "MaxMessageLengthExceeded": 400,
     "MetadataTooLarge": 400,
     "MethodNotAllowed": 405,

@@ -98,8 +98,8 @@ async def _page(req: S3Request, resume_after: str) -> tuple[objects.Bucket, Page
     delimiter = req.query.get("delimiter", "")
     max_keys = min(req.int_query("max-keys", MAX_KEYS), MAX_KEYS)
 
-    async def fetch(after: str, limit: int) -> list[queries.Record]:
-        return await queries.list_live(req.gw.pool, bucket.id, prefix, after, limit)
+    async def fetch(start: str, inclusive: bool, limit: int) -> list[queries.Record]:
+        return await queries.list_live(req.gw.pool, bucket.id, prefix, start, inclusive, limit)
 
     page = await list_page(fetch, prefix, delimiter, resume_after, max_keys)
     return bucket, page

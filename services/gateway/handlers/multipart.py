@@ -181,6 +181,8 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         if not await queries.close_upload(conn, upload["upload_id"], "completed"):
             raise errors.NoSuchUpload(upload_id=upload["upload_id"])
         await queries.commit_version(conn, version, parts)
+        # Parts uploaded but not listed are not part of the object: collect them.
+        await queries.discard_unlisted_parts(conn, upload["upload_id"], [p[1] for p in parts])
     location = f"{req.http.scheme}://{req.http.host}/{bucket.name}/{req.key}"
     return xml_response(
         xmlio.complete_multipart_upload_result(location, bucket.name, req.key, etag)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from services.gateway import errors, objects, xmlio
 from services.gateway.conditions import check_preconditions, parse_range
@@ -34,6 +35,16 @@ STREAMING = web.RequestKey("streaming", bool)
 def stored_headers(headers: dict[str, str]) -> tuple[str, dict[str, str]]:
     """(content type, the headers kept with the object) from request headers."""
     kept = {name: value for name, value in headers.items() if name in STORED_HEADERS}
+    if "content-encoding" in kept:
+        # aws-chunked describes how this request's body was framed, not the
+        # object: S3 strips it and keeps the rest (``aws-chunked,gzip``).
+        codings = [
+            coding.strip()
+            for coding in kept.pop("content-encoding").split(",")
+            if coding.strip() and coding.strip().lower() != "aws-chunked"
+        ]
+        if codings:
+            kept["content-encoding"] = ",".join(codings)
     meta = {name: value for name, value in headers.items() if name.startswith("x-amz-meta-")}
     size = sum(len(name) - len("x-amz-meta-") + len(value) for name, value in meta.items())
     if size > MAX_USER_METADATA_BYTES:
@@ -48,13 +59,17 @@ def http_date(when: datetime) -> str:
     return format_datetime(when.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
-def version_headers(version: objects.Version) -> dict[str, str]:
-    headers = {
-        "ETag": f'"{version.etag}"',
-        "Last-Modified": http_date(version.last_modified),
-        "Content-Type": version.content_type,
-        "Accept-Ranges": "bytes",
-    }
+def version_headers(version: objects.Version) -> CIMultiDict[str]:
+    """The response headers of a version; case-insensitive, so that a
+    ``response-*`` override replaces the stored header instead of doubling it."""
+    headers = CIMultiDict(
+        {
+            "ETag": f'"{version.etag}"',
+            "Last-Modified": http_date(version.last_modified),
+            "Content-Type": version.content_type,
+            "Accept-Ranges": "bytes",
+        }
+    )
     headers.update(version.headers)
     if (version.parts and len(version.parts) > 1) or version.part_etags:
         headers["x-amz-mp-parts-count"] = str(len(version.parts))
@@ -100,8 +115,15 @@ async def head_object(req: S3Request) -> web.StreamResponse:
 async def _read(req: S3Request, with_body: bool) -> web.StreamResponse:
     bucket = await objects.bucket_for(req.gw, req.bucket, req.auth.principal.user_id)
     version = await objects.find(req.gw, bucket, req.key)
-    check_preconditions(req.headers, version.etag, version.last_modified)
     headers = version_headers(version)
+    try:
+        check_preconditions(req.headers, version.etag, version.last_modified)
+    except errors.NotModified as not_modified:
+        # RFC 7232: a 304 carries the validators a cache would have sent.
+        for name in ("ETag", "Last-Modified", "Cache-Control", "Expires"):
+            if name in headers:
+                not_modified.headers[name] = headers[name]
+        raise
     wanted = _part_range(req, version) or parse_range(req.headers.get("range"), version.size)
     status = 200
     first, last = 0, version.size - 1
