@@ -8,6 +8,7 @@ integer, as in the original system.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import zlib
@@ -28,6 +29,10 @@ class SegmentRef:
     segment_num: int
     conjoined_part: int = 0
     handoff_node_name: str | None = None
+
+    def group(self, n: int) -> list[SegmentRef]:
+        """The refs of all ``n`` shares of this (unified id, conjoined part)."""
+        return [dataclasses.replace(self, segment_num=num) for num in range(n)]
 
     def fields(self) -> Header:
         header: Header = {

@@ -90,23 +90,12 @@ class _Source:
 
 class _PartReader:
     def __init__(
-        self,
-        nodes: NodeSet,
-        layout: Layout,
-        collection_id: int,
-        key: str,
-        unified_id: int,
-        part: Part,
-        first: int,
-        last: int,
+        self, nodes: NodeSet, layout: Layout, ref: SegmentRef, part: Part, first: int, last: int
     ) -> None:
         self.nodes = nodes
         self.layout = layout
         self.part = part
-        self.refs = [
-            SegmentRef(collection_id, key, unified_id, num, part.conjoined_part)
-            for num in range(layout.n)
-        ]
+        self.refs = ref.group(layout.n)
         self.slices = erasure.byte_range_to_shares(
             first, last, part.size, layout.sequence_size, layout.k
         )
@@ -207,9 +196,7 @@ async def fetch_range(
         reader = _PartReader(
             nodes,
             layout,
-            collection_id,
-            key,
-            unified_id,
+            SegmentRef(collection_id, key, unified_id, 0, part.conjoined_part),
             part,
             max(first, part.offset) - part.offset,
             min(last, end) - part.offset,

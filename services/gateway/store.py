@@ -82,21 +82,11 @@ class _Archive:
     """The archives of one segment group on all home writers."""
 
     def __init__(
-        self,
-        nodes: NodeSet,
-        layout: Layout,
-        collection_id: int,
-        key: str,
-        unified_id: int,
-        conjoined_part: int,
-        user_request_id: str,
+        self, nodes: NodeSet, layout: Layout, ref: SegmentRef, user_request_id: str
     ) -> None:
         self.nodes = nodes
         self.layout = layout
-        self.refs = [
-            SegmentRef(collection_id, key, unified_id, segment_num, conjoined_part)
-            for segment_num in range(layout.n)
-        ]
+        self.refs = ref.group(layout.n)
         self.user_request_id = user_request_id
         self.started = False
 
@@ -172,15 +162,7 @@ async def store_stream(
     ``finish_check(size, md5)`` raises to refuse the body once it is all read.
     """
     check_homes_up(nodes, layout)
-    archive = _Archive(
-        nodes,
-        layout,
-        ref.collection_id,
-        ref.key,
-        ref.unified_id,
-        ref.conjoined_part,
-        user_request_id,
-    )
+    archive = _Archive(nodes, layout, ref, user_request_id)
     digest = _Digest()
     in_flight: asyncio.Task[None] | None = None
     held: bytes | None = None  # a full sequence waiting to learn if it is the last
