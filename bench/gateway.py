@@ -47,13 +47,9 @@ import contextlib
 import functools
 import hashlib
 import os
-import platform
-import shutil
-import signal
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -68,11 +64,19 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from bench.common import (
+    KIB,
+    MIB,
+    BenchError,
+    ClusterSpec,
+    add_dir_argument,
+    print_errors,
+    print_machine_facts,
+    run_on_cluster,
+)
 from services.common.config import GatewayConfig
-from services.local import cluster, postgres
+from services.local import cluster
 
-KIB = 1024
-MIB = 1024 * KIB
 CHUNK_BYTES = 1 * MIB
 PATTERN_BYTES = 16 * MIB
 SMALL_BYTES = 4 * KIB
@@ -80,13 +84,11 @@ SMALL_CONCURRENCY = 16
 LARGE_LEVELS = (1, 4)
 SAMPLE_INTERVAL_S = 0.1
 NODES, K = 6, 4
+#: Started when ``--dir`` names no running cluster.
+CLUSTER = ClusterSpec(f"a {NODES}-node cluster (k={K})", nodes=NODES, k=K)
 #: Failures after which a phase starts no new request.
 MAX_ERRORS = 20
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
-
-
-class BenchError(Exception):
-    """A request failed or data read back differently: the run is not valid."""
 
 
 # --- data ---------------------------------------------------------------------
@@ -685,12 +687,9 @@ async def measure(endpoint: Endpoint, options: Options, report: Report) -> None:
 def print_header(
     directory: Path, description: dict[str, Any], endpoint: Endpoint, options: Options
 ) -> None:
-    usable = len(os.sched_getaffinity(0))
     sequence = description["gateway"].get("sequence_size", GatewayConfig.sequence_size)
     print("Nimbus gateway benchmark (MiB = 2^20 bytes; MiB/s = MiB of object bytes per second)")
-    print(f"  cpus:       {os.cpu_count()} ({usable} usable), {_cpu_model()}")
-    print(f"  python:     {platform.python_implementation()} {platform.python_version()}")
-    print(f"  platform:   {platform.platform()}")
+    print_machine_facts()
     print(
         f"  cluster:    {len(description['nodes'])} nodes, k={description['k']} "
         f"n={description['n']}, sequence size {sequence / MIB:g} MiB, in {directory}"
@@ -710,16 +709,6 @@ def print_header(
         f"{SMALL_BYTES // KIB} KiB at concurrency {SMALL_CONCURRENCY}; streamed: {big}"
     )
     print(flush=True)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def print_summary(report: Report) -> None:
@@ -760,38 +749,7 @@ def print_summary(report: Report) -> None:
         )
 
 
-# --- cluster lifetime -------------------------------------------------------------
-
-
-def teardown(directory: Path, wipe: bool, keep_logs: bool) -> None:
-    """Stop the cluster we started, whatever state start-up reached; never raises.
-
-    ``keep_logs``: before wiping, copy DIR/logs to a new temporary directory.
-    """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        try:
-            cluster.down(directory, wipe=False)
-        except Exception as exc:
-            print(f"warning: stopping the cluster failed: {exc}", file=sys.stderr)
-        data_dir = directory / "postgres"
-        if data_dir.is_dir():
-            run_as = postgres.SYSTEM_USER if os.geteuid() == 0 else None
-            try:
-                postgres.stop_postgres(postgres.PrivatePostgres(data_dir, 0, run_as))
-            except Exception as exc:
-                print(f"warning: stopping Postgres in {data_dir} failed: {exc}", file=sys.stderr)
-        if wipe and keep_logs and (directory / "logs").is_dir():
-            kept = Path(tempfile.mkdtemp(prefix="nimbus-bench-logs-")) / "logs"
-            try:
-                shutil.copytree(directory / "logs", kept)
-                print(f"the cluster's logs are kept in {kept}", file=sys.stderr)
-            except OSError as exc:
-                print(f"warning: keeping the logs failed: {exc}", file=sys.stderr)
-        if wipe:
-            shutil.rmtree(directory, ignore_errors=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+# --- the gateway process; main ----------------------------------------------------
 
 
 def gateway_endpoint(directory: Path, description: dict[str, Any]) -> Endpoint:
@@ -826,12 +784,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
         "--big-mib", type=float, default=2048, help="size of the streamed object (default 2 GiB)"
     )
     parser.add_argument("--skip-2gib", action="store_true", help="skip the streamed object")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        help="cluster directory: an existing cluster (DIR/cluster.json) is used and left "
-        "running; otherwise one is started there and stopped afterwards (DIR is kept)",
-    )
+    add_dir_argument(parser)
     args = parser.parse_args(argv)
     options = Options(
         int(args.object_mib * MIB), args.small_count, int(args.big_mib * MIB), args.skip_2gib
@@ -843,31 +796,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options, given_dir = parse_args(argv)
-    began = time.monotonic()
-    # SIGTERM ends the run like Ctrl-C does, so the cluster is still torn down.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    if given_dir is not None and (given_dir / "cluster.json").exists():
-        directory, owned, wipe = given_dir.resolve(), False, False
-    elif given_dir is not None:
-        directory, owned, wipe = given_dir.resolve(), True, False
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="nimbus-bench-"))
-        directory.chmod(0o711)  # Postgres runs as `postgres` when we are root
-        owned, wipe = True, True
-
-    cpus = os.cpu_count() or 1
-    report = Report(cpus)
-    code = 0
-    try:
-        if owned:
-            print(f"starting a {NODES}-node cluster (k={K}) in {directory} ...", flush=True)
-            up_began = time.monotonic()
-            description = asyncio.run(cluster.up(directory, nodes=NODES, k=K))
-            print(f"cluster up in {time.monotonic() - up_began:.1f} s", flush=True)
-        else:
-            description = cluster.load_cluster(directory)
-            print(f"using the running cluster in {directory}", flush=True)
+    def body(directory: Path, description: dict[str, Any]) -> int:
+        report = Report(os.cpu_count() or 1)
         endpoint = gateway_endpoint(directory, description)
         print_header(directory, description, endpoint, options)
         try:
@@ -878,25 +809,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.error("the gateway process is no longer running")
         print_summary(report)
         if report.errors:
-            print(f"\n{len(report.errors)} error(s):", file=sys.stderr)
-            for error in report.errors:
-                print(f"  ERROR: {error}", file=sys.stderr)
+            print_errors(report.errors, blank_line_before=True)
             print(f"\ntail of {directory}/logs/gateway.log:", file=sys.stderr)
             print(gateway_log_tail(directory), file=sys.stderr)
-            code = 1
-    except (BenchError, cluster.LocalClusterError, postgres.PostgresError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    finally:
-        if owned:
-            down_began = time.monotonic()
-            teardown(directory, wipe, keep_logs=code != 0)
-            print(f"cluster stopped in {time.monotonic() - down_began:.1f} s", flush=True)
-    print(f"total wall time {time.monotonic() - began:.1f} s", flush=True)
-    return code
+            return 1
+        return 0
+
+    resolved = None if given_dir is None else given_dir.resolve()
+    return run_on_cluster(resolved, CLUSTER, body, keep_logs_on_error=True)
 
 
 if __name__ == "__main__":

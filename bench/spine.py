@@ -30,12 +30,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,23 +39,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import (
+    KIB,
+    MIB,
+    BenchError,
+    ClusterSpec,
+    add_dir_argument,
+    print_errors,
+    print_machine_facts,
+    run_on_cluster,
+)
 from services.common import messages
 from services.common.messages import FileInfo, SegmentRef
 from services.common.protocol import Header, Message
 from services.common.rpc import RpcClient, RpcTimeout
 from services.common.unified_id import UnifiedIdGenerator
-from services.local import cluster, postgres
 
-KIB = 1024
-MIB = 1024 * KIB
 ENTIRE_BYTES = 1 * MIB
 COLLECTION_ID = 1
 REQUEST_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 10.0
-
-
-class BenchError(Exception):
-    """A request failed or data read back differently: the run is not valid."""
+#: Started when ``--dir`` names no running cluster.
+CLUSTER = ClusterSpec("a 1-node cluster", nodes=1, k=1, n=1)
 
 
 @dataclass(frozen=True)
@@ -357,22 +358,9 @@ def _filesystem_of(path: Path) -> str:
     return best[1]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def print_machine(directory: Path, options: Options) -> None:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print("Nimbus spine benchmark (MiB = 2^20 bytes; MiB/s = MiB of share bytes per second)")
-    print(f"  cpus:       {os.cpu_count()} ({usable} usable), {_cpu_model()}")
-    print(f"  python:     {platform.python_implementation()} {platform.python_version()}")
-    print(f"  platform:   {platform.platform()}")
+    print_machine_facts()
     print(f"  data dir:   {directory} on {_filesystem_of(directory)}")
     print(
         f"  workload:   {options.total_bytes / MIB:g} MiB per run, pieces of "
@@ -394,33 +382,7 @@ def print_table(rows: Sequence[Row]) -> None:
         )
 
 
-# --- cluster lifetime ---------------------------------------------------------
-
-
-def teardown(directory: Path, wipe: bool) -> None:
-    """Stop the cluster we started, whatever state start-up reached; never raises."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        try:
-            cluster.down(directory, wipe=False)
-        except Exception as exc:
-            print(f"warning: stopping the cluster failed: {exc}", file=sys.stderr)
-        # An interrupted `up` may have started Postgres before writing cluster.json.
-        data_dir = directory / "postgres"
-        if data_dir.is_dir():
-            run_as = postgres.SYSTEM_USER if os.geteuid() == 0 else None
-            try:
-                postgres.stop_postgres(postgres.PrivatePostgres(data_dir, 0, run_as))
-            except Exception as exc:
-                print(f"warning: stopping Postgres in {data_dir} failed: {exc}", file=sys.stderr)
-        if wipe:
-            shutil.rmtree(directory, ignore_errors=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-async def bring_up(directory: Path) -> dict[str, Any]:
-    return await cluster.up(directory, nodes=1, k=1, n=1)
+# --- main ---------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
@@ -432,12 +394,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
     parser.add_argument(
         "--concurrency", default="1,4", help="comma-separated concurrency levels (default 1,4)"
     )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        help="cluster directory: an existing cluster (DIR/cluster.json) is used and left "
-        "running; otherwise one is started there and stopped afterwards (DIR is kept)",
-    )
+    add_dir_argument(parser)
     args = parser.parse_args(argv)
     try:
         levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
@@ -460,51 +417,18 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options, given_dir = parse_args(argv)
-    began = time.monotonic()
-    # SIGTERM ends the run like Ctrl-C does, so the cluster is still torn down.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    if given_dir is not None and (given_dir / "cluster.json").exists():
-        directory, owned, wipe = given_dir, False, False
-    elif given_dir is not None:
-        directory, owned, wipe = given_dir, True, False
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="nimbus-bench-"))
-        directory.chmod(0o711)  # Postgres runs as `postgres` when we are root
-        owned, wipe = True, True
-
-    code = 0
-    try:
-        if owned:
-            print(f"starting a 1-node cluster in {directory} ...", flush=True)
-            up_began = time.monotonic()
-            description = asyncio.run(bring_up(directory))
-            print(f"cluster up in {time.monotonic() - up_began:.1f} s", flush=True)
-        else:
-            description = cluster.load_cluster(directory)
-            print(f"using the running cluster in {directory}", flush=True)
+    def body(directory: Path, description: dict[str, Any]) -> int:
         print_machine(directory, options)
         rows: list[Row] = []
         errors = asyncio.run(measure(description, options, rows))
         print_table(rows)
         if errors:
-            print(f"{len(errors)} error(s):", file=sys.stderr)
-            for error in errors:
-                print(f"  ERROR: {error}", file=sys.stderr)
-            code = 1
-    except (BenchError, cluster.LocalClusterError, postgres.PostgresError) as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
-    finally:
-        if owned:
-            down_began = time.monotonic()
-            teardown(directory, wipe)
-            print(f"cluster stopped in {time.monotonic() - down_began:.1f} s", flush=True)
-    print(f"total wall time {time.monotonic() - began:.1f} s", flush=True)
-    return code
+            print_errors(errors)
+            return 1
+        return 0
+
+    return run_on_cluster(given_dir, CLUSTER, body)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class GatewayConfig:
     node_timeout_s: float = 10.0
     #: Liveness: ping every node this often; down after ``down_after`` misses in a row.
     heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 1.0
+    heartbeat_timeout_s: float = 2.0
     down_after: int = 2
     #: Largest accepted clock skew of signed requests.
     max_skew_s: float = 900.0
