@@ -71,8 +71,6 @@ def version_headers(version: objects.Version) -> CIMultiDict[str]:
         }
     )
     headers.update(version.headers)
-    if (version.parts and len(version.parts) > 1) or version.part_etags:
-        headers["x-amz-mp-parts-count"] = str(len(version.parts))
     return headers
 
 
@@ -124,7 +122,11 @@ async def _read(req: S3Request, with_body: bool) -> web.StreamResponse:
             if name in headers:
                 not_modified.headers[name] = headers[name]
         raise
-    wanted = _part_range(req, version) or parse_range(req.headers.get("range"), version.size)
+    by_part = _part_range(req, version)
+    if by_part is not None:
+        # As AWS: the parts count only answers a request for one part.
+        headers["x-amz-mp-parts-count"] = str(len(version.parts))
+    wanted = by_part or parse_range(req.headers.get("range"), version.size)
     status = 200
     first, last = 0, version.size - 1
     if wanted is not None:
