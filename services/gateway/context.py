@@ -34,8 +34,10 @@ class Gateway:
     root: Principal
 
     def layout_for(self, bucket: str, key: str, k: int, n: int, sequence_size: int) -> Layout:
-        homes = placement.homes(self.nodes.names, bucket, key, n)
-        return Layout(k, n, sequence_size, tuple(homes))
+        preference = placement.preference_list(self.nodes.names, bucket, key)
+        if n > len(preference):
+            raise ValueError(f"{n} shares need at least {n} nodes, have {len(preference)}")
+        return Layout(k, n, sequence_size, tuple(preference[:n]), tuple(preference[n:]))
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from services.common import codec, erasure, messages
 from services.common.erasure import ShareSlice
@@ -37,6 +37,8 @@ class Part:
     conjoined_part: int
     offset: int
     size: int
+    #: segment-num -> nodes holding that share for its home (handed off at write).
+    handoffs: Mapping[int, Sequence[str]] = field(default_factory=dict)
 
 
 class _ShareFailed(Exception):
@@ -102,37 +104,49 @@ class _PartReader:
         self.window = (self.slices[0].sequence_num, self.slices[-1].sequence_num)
         self.sources: dict[int, _Source] = {}
         self.tried: set[int] = set()
+        self.untried: dict[int, list[str]] = {}
 
-    def _open(self, segment_num: int, from_sequence: int) -> _Source:
-        self.tried.add(segment_num)
+    def _locations(self, segment_num: int) -> list[str]:
+        """Where a share may be: its home, and the nodes it was handed off to.
+
+        Nodes the gateway sees up come first; a home that missed the write
+        answers not-found and the holders are asked next.
+        """
+        nodes = [self.layout.homes[segment_num], *self.part.handoffs.get(segment_num, ())]
+        return sorted(nodes, key=lambda node: not self.nodes.is_up(node, "reader"))
+
+    def _reachable(self, segment_num: int) -> bool:
+        return any(self.nodes.is_up(node, "reader") for node in self._locations(segment_num))
+
+    def _open(self, segment_num: int, from_sequence: int) -> _Source | None:
+        if segment_num not in self.tried:
+            self.tried.add(segment_num)
+            self.untried[segment_num] = self._locations(segment_num)
+        left = self.untried[segment_num]
+        if not left:
+            return None
         source = _Source(
-            self.nodes,
-            self.layout.homes[segment_num],
-            self.refs[segment_num],
-            from_sequence,
-            self.window[1],
+            self.nodes, left.pop(0), self.refs[segment_num], from_sequence, self.window[1]
         )
         self.sources[segment_num] = source
         return source
 
+    async def _fetch(self, segment_num: int, sequence_num: int) -> bytes | None:
+        """One share of ``sequence_num``, trying each location in turn; None if none has it."""
+        while True:
+            source = self.sources.get(segment_num) or self._open(segment_num, sequence_num)
+            if source is None:
+                return None
+            try:
+                return await source.get(sequence_num)
+            except _ShareFailed as exc:
+                log.warning("share %d of sequence %d: %s", segment_num, sequence_num, exc)
+                del self.sources[segment_num]
+
     async def _gather(self, sequence_num: int, wanted: Sequence[int]) -> dict[int, bytes]:
         """Shares of ``sequence_num`` from the ``wanted`` segments that answer."""
-        for num in wanted:
-            if num not in self.sources:
-                self._open(num, sequence_num)
-        results = await asyncio.gather(
-            *(self.sources[num].get(sequence_num) for num in wanted), return_exceptions=True
-        )
-        got: dict[int, bytes] = {}
-        for num, result in zip(wanted, results, strict=True):
-            if isinstance(result, bytes):
-                got[num] = result
-            elif isinstance(result, _ShareFailed):
-                log.warning("share %d of sequence %d failed: %s", num, sequence_num, result)
-                del self.sources[num]
-            else:
-                raise result
-        return got
+        results = await asyncio.gather(*(self._fetch(num, sequence_num) for num in wanted))
+        return {num: share for num, share in zip(wanted, results, strict=True) if share is not None}
 
     async def sequence_bytes(self, sequence_num: int, slices: list[ShareSlice]) -> bytes:
         k, n = self.layout.k, self.layout.n
@@ -154,9 +168,9 @@ class _PartReader:
         candidates = [num for num in range(n) if num not in self.tried]
         while len(got) < k:
             missing = k - len(got)
-            batch = [
-                num for num in candidates if self.nodes.is_up(self.layout.homes[num], "reader")
-            ][:missing] or candidates[:missing]
+            batch = [num for num in candidates if self._reachable(num)][:missing] or candidates[
+                :missing
+            ]
             if not batch:
                 raise Unavailable(
                     f"only {len(got)} of the {k} shares needed for sequence {sequence_num} "

@@ -76,10 +76,19 @@ async def find(gw: Gateway, bucket: Bucket, key: str) -> Version:
     layout = Layout(row["k"], row["n"], row["sequence_size"], tuple(row["homes"]))
     if row["part_count"]:
         part_rows = await queries.version_parts(gw.pool, bucket.id, key, row["unified_id"])
-        parts = tuple(Part(p["conjoined_part"], p["offset_bytes"], p["size"]) for p in part_rows)
+        parts = tuple(
+            Part(
+                p["conjoined_part"],
+                p["offset_bytes"],
+                p["size"],
+                queries.parse_handoffs(p["handoffs"]),
+            )
+            for p in part_rows
+        )
         part_etags = tuple(p["etag"] for p in part_rows)
     else:
-        parts, part_etags = (Part(0, 0, row["size"]),), ()
+        parts = (Part(0, 0, row["size"], queries.parse_handoffs(row["handoffs"])),)
+        part_etags = ()
     headers = row["headers"]
     return Version(
         bucket=bucket,
@@ -119,8 +128,8 @@ async def put(
     content_type: str,
     headers: dict[str, str],
     request_id: str = "",
-) -> tuple[str, int]:
-    """Store and commit a whole object; returns (etag, unified id)."""
+) -> tuple[str, Stored]:
+    """Store and commit a whole object; returns its etag and where its shares went."""
     check_key(key)
     layout = gw.layout_for(bucket.name, key, bucket.k, bucket.n, bucket.sequence_size)
     unified_id = gw.ids.next_id()
@@ -151,9 +160,10 @@ async def put(
                 n=layout.n,
                 sequence_size=layout.sequence_size,
                 homes=layout.homes,
+                handoffs=stored.handoffs,
             ),
         )
-    return etag, unified_id
+    return etag, stored
 
 
 async def store_part(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,18 @@ class NewVersion:
     sequence_size: int
     homes: Sequence[str]
     part_count: int = 0
+    #: segment-num -> holders, for shares handed off at write time.
+    handoffs: Mapping[int, Sequence[str]] = dataclasses.field(default_factory=dict)
+
+
+def handoffs_json(handoffs: Mapping[int, Sequence[str]]) -> str:
+    return json.dumps({str(num): list(holders) for num, holders in handoffs.items()})
+
+
+def parse_handoffs(value: Any) -> dict[int, list[str]]:
+    """``handoffs`` as stored (jsonb text or an already decoded dict)."""
+    raw = json.loads(value) if isinstance(value, str) else (value or {})
+    return {int(num): list(holders) for num, holders in raw.items()}
 
 
 async def _lock_key(db: Conn, bucket_id: int, key: str) -> None:
@@ -161,11 +174,11 @@ async def _retire(db: Conn, bucket_id: int, key: str, unified_id: int) -> None:
 
 
 async def commit_version(
-    db: Conn, version: NewVersion, parts: Sequence[tuple[int, int, int, int, str]] = ()
+    db: Conn, version: NewVersion, parts: Sequence[tuple[int, int, int, int, str, str]] = ()
 ) -> bool:
     """Make ``version`` the live version of its key (newest unified id wins).
 
-    ``parts``: (part_number, conjoined_part, offset, size, etag) of a multipart
+    ``parts``: (part_number, conjoined_part, offset, size, etag, handoffs json) of a multipart
     version. Returns False when a newer version was already live (this one is
     then recorded dead at once).
     """
@@ -182,8 +195,10 @@ async def commit_version(
             await _retire(db, version.bucket_id, version.key, live)
         await db.execute(
             """INSERT INTO object_version (bucket_id, key, unified_id, state, size, etag,
-                   content_md5, content_type, headers, k, n, sequence_size, homes, part_count)
-               VALUES ($1, $2, $3, 'live', $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)""",
+                   content_md5, content_type, headers, k, n, sequence_size, homes, part_count,
+                   handoffs)
+               VALUES ($1, $2, $3, 'live', $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13,
+                       $14::jsonb)""",
             version.bucket_id,
             version.key,
             version.unified_id,
@@ -197,11 +212,12 @@ async def commit_version(
             version.sequence_size,
             list(version.homes),
             version.part_count,
+            handoffs_json(version.handoffs),
         )
         await db.executemany(
             """INSERT INTO object_part (bucket_id, key, unified_id, part_number, conjoined_part,
-                                        offset_bytes, size, etag)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                                        offset_bytes, size, etag, handoffs)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)""",
             [(version.bucket_id, version.key, version.unified_id, *part) for part in parts],
         )
         if not wins:
@@ -212,7 +228,7 @@ async def commit_version(
 async def live_version(db: Db, bucket_id: int, key: str) -> Record | None:
     return await db.fetchrow(
         """SELECT unified_id, size, etag, content_md5, content_type, headers, k, n,
-                  sequence_size, homes, part_count, created_at
+                  sequence_size, homes, part_count, created_at, handoffs
            FROM object_version WHERE bucket_id = $1 AND key = $2 AND state = 'live'""",
         bucket_id,
         key,
@@ -221,7 +237,7 @@ async def live_version(db: Db, bucket_id: int, key: str) -> Record | None:
 
 async def version_parts(db: Db, bucket_id: int, key: str, unified_id: int) -> list[Record]:
     return await db.fetch(
-        """SELECT part_number, conjoined_part, offset_bytes, size, etag FROM object_part
+        """SELECT part_number, conjoined_part, offset_bytes, size, etag, handoffs FROM object_part
            WHERE bucket_id = $1 AND key = $2 AND unified_id = $3 ORDER BY part_number""",
         bucket_id,
         key,
@@ -340,6 +356,7 @@ async def put_part(
     size: int,
     etag: str,
     garbage_of: tuple[int, str, int, Sequence[str]],
+    handoffs: Mapping[int, Sequence[str]] | None = None,
 ) -> bool:
     """Record a stored part (replacing an earlier attempt); False if the upload closed."""
     bucket_id, key, unified_id, homes = garbage_of
@@ -374,15 +391,18 @@ async def put_part(
                 list(homes),
             )
         await db.execute(
-            """INSERT INTO multipart_part (upload_id, part_number, conjoined_part, size, etag)
-               VALUES ($1, $2, $3, $4, $5)
+            """INSERT INTO multipart_part (upload_id, part_number, conjoined_part, size, etag,
+                                           handoffs)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb)
                ON CONFLICT (upload_id, part_number) DO UPDATE
-               SET conjoined_part = $3, size = $4, etag = $5, created_at = now()""",
+               SET conjoined_part = $3, size = $4, etag = $5, handoffs = $6::jsonb,
+                   created_at = now()""",
             upload_id,
             part_number,
             conjoined_part,
             size,
             etag,
+            handoffs_json(handoffs or {}),
         )
         return True
 
@@ -391,7 +411,7 @@ async def upload_parts(
     db: Db, upload_id: str, after_part: int = 0, limit: int = 10000
 ) -> list[Record]:
     return await db.fetch(
-        """SELECT part_number, conjoined_part, size, etag, created_at FROM multipart_part
+        """SELECT part_number, conjoined_part, size, etag, created_at, handoffs FROM multipart_part
            WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3""",
         upload_id,
         after_part,

@@ -2,9 +2,11 @@
 
 Overwritten and deleted versions, replaced part attempts and aborted uploads
 are queued in ``garbage_segment`` in the same transaction that retires them.
-Each step sends ``destroy-key`` for a batch of them to every home writer and
-forgets a row once every home has confirmed; a home that is down keeps the
-row for a later step (destroy-key is idempotent).
+Each step sends ``destroy-key`` for a batch of them to every node's writer
+(handed-off copies may be anywhere) and forgets a row once every node has
+confirmed; a node that is down keeps the row for a later step (destroy-key is
+idempotent), so a key deleted while its home was down is destroyed there when
+it comes back, never resurrected.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class Reaper:
                 return False
             return reply.header.get("result") == "success"
 
-        done = await asyncio.gather(*(one(i, home) for i, home in enumerate(row["homes"])))
+        # Every node, not only the homes: shares handed off at write time may be
+        # held anywhere, and a holder may have forwarded its copy home already.
+        names = self.gw.nodes.names
+        done = await asyncio.gather(*(one(i, node) for i, node in enumerate(names)))
         return all(done)
 
     async def run_once(self) -> bool:

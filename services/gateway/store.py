@@ -9,8 +9,10 @@ sequence overlaps reading and encoding the next, so memory stays within a
 few sequences whatever the object size.
 
 Invariants:
-- Nothing is sent before every home writer is known to be up (``Unavailable``
-  otherwise: the caller answers 503 and no byte is stored).
+- A share whose home writer is down goes to two other live writers (the next
+  nodes in the object's preference list) tagged with ``handoff-node-name``;
+  both must make it durable. More than ``n - k`` homes down: ``Unavailable``
+  before anything is sent (the caller answers 503, no byte is stored).
 - ``finish_check`` (length, Content-MD5, payload hash, trailing checksum) runs
   after the last byte is read and before the final message goes out: a body
   that fails it leaves only cancelled archives behind.
@@ -21,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import zlib
@@ -52,12 +55,25 @@ class Layout:
     n: int
     sequence_size: int
     homes: tuple[str, ...]
+    #: The rest of the preference list: where handoffs go first.
+    spares: tuple[str, ...] = ()
+
+
+#: segment-num -> the nodes holding that share for its (down) home.
+Handoffs = dict[int, list[str]]
 
 
 @dataclass(frozen=True)
 class Stored:
     size: int
     md5: bytes
+    #: How many shares the object has (n).
+    shares: int
+    handoffs: Handoffs = field(default_factory=dict)
+
+    @property
+    def handed_off(self) -> int:
+        return len(self.handoffs)
 
 
 @dataclass
@@ -82,13 +98,26 @@ class _Archive:
     """The archives of one segment group on all home writers."""
 
     def __init__(
-        self, nodes: NodeSet, layout: Layout, ref: SegmentRef, user_request_id: str
+        self,
+        nodes: NodeSet,
+        layout: Layout,
+        ref: SegmentRef,
+        user_request_id: str,
+        handoffs: Handoffs,
     ) -> None:
         self.nodes = nodes
         self.layout = layout
-        self.refs = ref.group(layout.n)
         self.user_request_id = user_request_id
         self.started = False
+        # Each share's targets: its home, or the two nodes holding it for the home.
+        self.targets: list[list[tuple[str, SegmentRef]]] = []
+        for num, ref_i in enumerate(ref.group(layout.n)):
+            home = layout.homes[num]
+            if num in handoffs:
+                held = dataclasses.replace(ref_i, handoff_node_name=home)
+                self.targets.append([(holder, held) for holder in handoffs[num]])
+            else:
+                self.targets.append([(home, ref_i)])
 
     async def send(
         self, sequence_num: int, length: int, shares: list[bytes], kind: str, file: FileInfo | None
@@ -98,18 +127,26 @@ class _Archive:
             self.started = True
         await asyncio.gather(
             *(
-                self._send_one(i, sequence_num, shares[i], pad, kind, file)
+                self._send_one(node, ref, sequence_num, shares[i], pad, kind, file)
                 for i in range(self.layout.n)
+                for node, ref in self.targets[i]
             )
         )
 
     async def _send_one(
-        self, i: int, sequence_num: int, share: bytes, pad: int, kind: str, file: FileInfo | None
+        self,
+        node: str,
+        ref: SegmentRef,
+        sequence_num: int,
+        share: bytes,
+        pad: int,
+        kind: str,
+        file: FileInfo | None,
     ) -> None:
-        endpoint = self.nodes[self.layout.homes[i]].writer
+        endpoint = self.nodes[node].writer
         header = messages.archive(
             kind,
-            self.refs[i],
+            ref,
             share,
             sequence_num,
             zfec_padding_size=pad,
@@ -131,20 +168,49 @@ class _Archive:
         if not self.started:
             return
 
-        async def cancel_one(i: int) -> None:
-            endpoint = self.nodes[self.layout.homes[i]].writer
+        async def cancel_one(node: str, ref: SegmentRef) -> None:
+            endpoint = self.nodes[node].writer
             try:
-                await endpoint.client.request(messages.cancel(self.refs[i]), timeout_s=2.0)
+                await endpoint.client.request(messages.cancel(ref), timeout_s=2.0)
             except (RpcTimeout, ConnectionError):
                 pass
 
-        await asyncio.gather(*(cancel_one(i) for i in range(self.layout.n)))
+        await asyncio.gather(
+            *(cancel_one(node, ref) for targets in self.targets for node, ref in targets)
+        )
 
 
-def check_homes_up(nodes: NodeSet, layout: Layout) -> None:
-    down = [name for name in layout.homes if not nodes.is_up(name, "writer")]
-    if down:
-        raise Unavailable(f"home writers down: {', '.join(down)}")
+HOLDERS_PER_HANDOFF = 2
+
+
+def plan_handoffs(nodes: NodeSet, layout: Layout) -> Handoffs:
+    """Two live holders for every share whose home writer is down.
+
+    Holders come from the preference list after the homes, then the other
+    homes in order after the down one; a node holds at most one handed-off
+    share of an object. More than ``n - k`` homes down, or too few live
+    writers to hold two copies: ``Unavailable``.
+    """
+    down = [num for num, home in enumerate(layout.homes) if not nodes.is_up(home, "writer")]
+    if len(down) > layout.n - layout.k:
+        raise Unavailable(
+            f"{len(down)} of {layout.n} home writers are down; at most "
+            f"{layout.n - layout.k} may be: {', '.join(layout.homes[i] for i in down)}"
+        )
+    handoffs: Handoffs = {}
+    used: set[str] = set()
+    for num in down:
+        rotated = layout.homes[num + 1 :] + layout.homes[:num]
+        candidates = [
+            node
+            for node in (*layout.spares, *rotated)
+            if node not in used and nodes.is_up(node, "writer")
+        ]
+        if len(candidates) < HOLDERS_PER_HANDOFF:
+            raise Unavailable(f"too few live writers to hold {layout.homes[num]}'s share")
+        handoffs[num] = candidates[:HOLDERS_PER_HANDOFF]
+        used.update(handoffs[num])
+    return handoffs
 
 
 async def store_stream(
@@ -161,8 +227,8 @@ async def store_stream(
 
     ``finish_check(size, md5)`` raises to refuse the body once it is all read.
     """
-    check_homes_up(nodes, layout)
-    archive = _Archive(nodes, layout, ref, user_request_id)
+    handoffs = plan_handoffs(nodes, layout)
+    archive = _Archive(nodes, layout, ref, user_request_id, handoffs)
     digest = _Digest()
     in_flight: asyncio.Task[None] | None = None
     held: bytes | None = None  # a full sequence waiting to learn if it is the last
@@ -209,7 +275,7 @@ async def store_stream(
         file = FileInfo(digest.size, md5, digest.adler32, user_meta)
         kind = "archive-key-entire" if sequence_num == 0 else "archive-key-final"
         await archive.send(sequence_num, len(last), shares, kind, file)
-        return Stored(digest.size, md5)
+        return Stored(digest.size, md5, layout.n, handoffs)
     except BaseException:
         if in_flight is not None:
             in_flight.cancel()

@@ -96,6 +96,7 @@ async def _store_part(req: S3Request, copy: bool) -> tuple[str, int]:
             stored.size,
             etag,
             (bucket.id, req.key, upload["unified_id"], upload["homes"]),
+            stored.handoffs,
         )
     if not recorded:
         raise errors.NoSuchUpload(upload_id=upload["upload_id"])
@@ -143,7 +144,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     numbers = [number for number, _ in listed]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise errors.InvalidPartOrder(upload_id=upload["upload_id"])
-    parts: list[tuple[int, int, int, int, str]] = []
+    parts: list[tuple[int, int, int, int, str, str]] = []
     offset = 0
     for index, (number, etag) in enumerate(listed):
         row = stored.get(number)
@@ -157,7 +158,8 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
                     "MinSizeAllowed": MIN_PART_BYTES,
                 }
             )
-        parts.append((number, row["conjoined_part"], offset, row["size"], row["etag"]))
+        handoffs = queries.handoffs_json(queries.parse_handoffs(row["handoffs"]))
+        parts.append((number, row["conjoined_part"], offset, row["size"], row["etag"], handoffs))
         offset += row["size"]
     etag = objects.multipart_etag([part[4] for part in parts])
     layout = _layout(upload)

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 from services.gateway import errors, objects, xmlio
 from services.gateway.conditions import check_preconditions, parse_range
 from services.gateway.request import S3Request, xml_response
+from services.gateway.store import Stored
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     objects.check_key(req.key)
     content_type, headers = stored_headers(req.headers)
     body = req.body()
-    etag, _ = await objects.put(
+    etag, stored = await objects.put(
         req.gw,
         bucket,
         req.key,
@@ -89,7 +90,13 @@ async def put_object(req: S3Request) -> web.StreamResponse:
         headers,
         req.request_id,
     )
-    return web.Response(headers={"ETag": f'"{etag}"'})
+    return web.Response(headers={"ETag": f'"{etag}"', **shares_header(stored)})
+
+
+def shares_header(stored: Stored) -> dict[str, str]:
+    """``x-nimbus-shares: home=5; handoff=1``: where the shares of a write went."""
+    home = stored.shares - stored.handed_off
+    return {"x-nimbus-shares": f"home={home}; handoff={stored.handed_off}"}
 
 
 def _part_range(req: S3Request, version: objects.Version) -> tuple[int, int] | None:
