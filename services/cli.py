@@ -8,6 +8,7 @@
     nimbus local start-node NAME [--dir DIR]
     nimbus local status [--dir DIR]
     nimbus ping ENDPOINT [--timeout-s 2]
+    nimbus status [--dir DIR | --url GATEWAY_URL] [--json]
     nimbus admin user create NAME [--dir DIR]
     nimbus admin key create USER [--dir DIR]
 
@@ -65,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         default="tcp://{node}-reader:7002",
         help="each node's reader endpoint; {node} is replaced by the node name",
     )
+    setup.add_argument(
+        "--handoff-endpoint",
+        default="tcp://{node}-handoff:7003",
+        help="each node's handoff service endpoint; {node} is replaced by the node name",
+    )
 
     local = commands.add_parser("local", help="a cluster of local processes on 127.0.0.1")
     local_commands = local.add_subparsers(dest="local_command", required=True)
@@ -83,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     status = local_commands.add_parser("status", help="which processes run")
     for sub in (up, down, stop_node, start_node, status):
         sub.add_argument("--dir", type=Path, default=None, help=dir_help)
+
+    status_cmd = commands.add_parser(
+        "status", help="every node's state and the handoff backlog, as the gateway sees them"
+    )
+    status_cmd.add_argument("--dir", type=Path, default=None, help=dir_help)
+    status_cmd.add_argument("--url", help="the gateway's URL (default: the local cluster's)")
+    status_cmd.add_argument("--json", action="store_true", help="print the JSON document")
 
     admin = commands.add_parser("admin", help="users and access keys")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
@@ -113,7 +126,10 @@ async def _migrate(args: argparse.Namespace) -> int:
             (name, args.writer_endpoint.format(node=name), args.reader_endpoint.format(node=name))
             for name in names
         ]
-        await db.register_cluster(central, args.k, args.n or args.nodes, endpoints)
+        handoffs = {name: args.handoff_endpoint.format(node=name) for name in names}
+        await db.register_cluster(
+            central, args.k, args.n or args.nodes, endpoints, handoffs=handoffs
+        )
         print(f"central database ready: {db.redact(central)}")
         for name, url in nodes.items():
             print(f"{name} database ready: {db.redact(url)}")
@@ -161,6 +177,37 @@ def _http_ping(url: str, timeout_s: float) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"{url}: {exc}", file=sys.stderr)
         return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        from services.local import cluster
+
+        url = cluster.load_cluster(args.dir or cluster.default_dir())["gateway"]["url"]
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/-/status", timeout=10) as response:
+            document = json.load(response)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"nimbus: the gateway at {url} does not answer: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"{'node':8} {'writer':7} {'reader':7} {'handoff':8} holds for others")
+    for name, node in document["nodes"].items():
+        held = node.get("holds_for_others") or {}
+        detail = ", ".join(
+            f"{home}: {counts.get('segments', 0)} shares {counts.get('bytes', 0)} B"
+            for home, counts in held.items()
+        )
+        print(f"{name:8} {node['writer']:7} {node['reader']:7} {node['handoff']:8} {detail or '-'}")
+    backlog = document["handoff_backlog"]
+    print(f"handoff backlog: {backlog['segments']} shares, {backlog['bytes']} bytes")
+    return 0
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -243,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_migrate(args))
         elif args.command == "local":
             code = _local(args)
+        elif args.command == "status":
+            code = _status(args)
         elif args.command == "admin":
             code = asyncio.run(_admin(args))
         else:

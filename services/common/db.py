@@ -180,9 +180,15 @@ async def setup_databases(central_url: str, node_names: list[str]) -> tuple[str,
 
 
 async def register_cluster(
-    central_url: str, k: int, n: int, nodes: list[tuple[str, str, str]], name: str = "local"
+    central_url: str,
+    k: int,
+    n: int,
+    nodes: list[tuple[str, str, str]],
+    name: str = "local",
+    handoffs: dict[str, str] | None = None,
 ) -> None:
-    """Record the cluster's code and its nodes' (name, writer, reader) endpoints.
+    """Record the cluster's code and its nodes' (name, writer, reader) endpoints,
+    and each node's handoff service endpoint from ``handoffs`` where given.
 
     The gateway reads them at start. Idempotent: re-registering updates the
     endpoints; the node order is the order given.
@@ -204,15 +210,17 @@ async def register_cluster(
             for number, (node_name, writer, reader) in enumerate(nodes):
                 await conn.execute(
                     """INSERT INTO node (cluster_id, name, writer_endpoint, reader_endpoint,
-                                         node_number)
-                       VALUES ($1, $2, $3, $4, $5)
+                                         node_number, handoff_endpoint)
+                       VALUES ($1, $2, $3, $4, $5, $6)
                        ON CONFLICT (name) DO UPDATE
-                       SET writer_endpoint = $3, reader_endpoint = $4, node_number = $5""",
+                       SET writer_endpoint = $3, reader_endpoint = $4, node_number = $5,
+                           handoff_endpoint = $6""",
                     cluster_id,
                     node_name,
                     writer,
                     reader,
                     number,
+                    (handoffs or {}).get(node_name),
                 )
     finally:
         await conn.close()

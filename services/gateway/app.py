@@ -9,18 +9,22 @@ else is logged with its request id and answered ``InternalError``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from services.common.rpc import RpcTimeout
 from services.gateway import errors, sigv4
 from services.gateway.auth import authenticate
 from services.gateway.context import GATEWAY
 from services.gateway.endpoints import Endpoint, is_virtual_host, operation, split_target
 from services.gateway.handlers import bucket, multipart, object, service
+from services.gateway.nodes import Node
 from services.gateway.request import Handler, S3Request
 from services.gateway.store import TooLarge, Unavailable
 
@@ -126,9 +130,43 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "nodes": nodes})
 
 
+async def _holdings(node: Node) -> dict[str, Any] | None:
+    """What ``node``'s handoff service holds for others (None if it does not answer)."""
+    if node.handoff is None:
+        return None
+    try:
+        reply = await node.handoff.request({"message-type": "handoff-status"})
+    except (RpcTimeout, ConnectionError):
+        return None
+    if reply.header.get("result") != "success":
+        return None
+    holdings: dict[str, Any] = reply.header.get("holdings") or {}
+    return holdings
+
+
+async def status(request: web.Request) -> web.Response:
+    """The cluster as this gateway sees it: every node's services, and the
+    handoff backlog (shares and bytes each node holds for others)."""
+    gw = request.app[GATEWAY]
+    held = await asyncio.gather(*(_holdings(node) for node in gw.nodes.nodes))
+    nodes: dict[str, Any] = {}
+    backlog = {"segments": 0, "bytes": 0}
+    for node, holdings in zip(gw.nodes.nodes, held, strict=True):
+        nodes[node.name] = {
+            **{service: "up" if ep.up else "down" for service, ep in node.endpoints.items()},
+            "handoff": "unknown" if holdings is None else "up",
+            "holds_for_others": holdings,
+        }
+        for counts in (holdings or {}).values():
+            backlog["segments"] += int(counts.get("segments", 0))
+            backlog["bytes"] += int(counts.get("bytes", 0))
+    return web.json_response({"nodes": nodes, "handoff_backlog": backlog})
+
+
 def make_app() -> web.Application:
     app = web.Application(middlewares=[s3_errors], client_max_size=1024**2)
     app.router.add_get("/-/health", health)
+    app.router.add_get("/-/status", status)
     # Every other path is S3. "[\s\S]" and not ".": a key may contain a newline.
     app.router.add_route("*", "/{tail:[\\s\\S]*}", dispatch)
     return app

@@ -38,6 +38,9 @@ class Node:
     name: str
     number: int
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    #: The node's handoff service, asked for what it holds (not heartbeated:
+    #: it does not decide where shares go).
+    handoff: RpcClient | None = None
 
     @property
     def writer(self) -> Endpoint:
@@ -77,6 +80,10 @@ class NodeSet:
                 address = row[f"{service}_endpoint"]
                 client = await RpcClient.connect(address, timeout_s=request_timeout_s)
                 node.endpoints[service] = Endpoint(node.name, service, address, client)
+            if row["handoff_endpoint"]:
+                node.handoff = await RpcClient.connect(
+                    row["handoff_endpoint"], timeout_s=heartbeat_timeout_s
+                )
             nodes.append(node)
         return cls(nodes, heartbeat_timeout_s, down_after)
 
@@ -126,3 +133,5 @@ class NodeSet:
         for node in self.nodes:
             for endpoint in node.endpoints.values():
                 await endpoint.client.close()
+            if node.handoff is not None:
+                await node.handoff.close()

@@ -21,7 +21,8 @@ Db = asyncpg.Pool | Conn
 
 async def cluster_nodes(db: Db) -> list[Record]:
     return await db.fetch(
-        "SELECT name, node_number, writer_endpoint, reader_endpoint FROM node ORDER BY node_number"
+        """SELECT name, node_number, writer_endpoint, reader_endpoint, handoff_endpoint
+           FROM node ORDER BY node_number"""
     )
 
 
