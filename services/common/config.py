@@ -154,3 +154,27 @@ class GatewayConfig:
     id_shard: int = 0
     #: Optional file the bound URL is written to once serving (for port 0).
     endpoint_file: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HandoffConfig(NodeServiceConfig):
+    """The handoff service of one node: returns shares held for others to their home."""
+
+    #: asyncpg URL of the central database (the homes' writer endpoints are read from it).
+    database_url: str
+    #: One worker step forwards at most this many segments and, past the segment
+    #: that crosses it, this many bytes (client traffic keeps priority).
+    batch_segments: int = 32
+    batch_bytes: int = 64 * 1024 * 1024
+    #: After a step that did work the worker rests ``tranquility`` times as long
+    #: as the step took; after an idle step (nothing held, or every home down)
+    #: it waits ``idle_s``, which is also how soon a home that came back is noticed.
+    tranquility: float = 2.0
+    idle_s: float = 2.0
+    #: A home whose writer does not answer ping within this time counts as down.
+    ping_timeout_s: float = 1.0
+    #: How long the home writer may take to store one forwarded piece.
+    forward_timeout_s: float = 30.0
+    #: A copy the home refused is retried after this, doubling up to ``retry_max_s``.
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 600.0

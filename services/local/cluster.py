@@ -32,7 +32,7 @@ from services.gateway.secrets import new_access_key, new_master_key
 from services.local import postgres, processes
 from services.local.processes import ProcessSpec, Running
 
-NODE_SERVICES = ("writer", "reader")
+NODE_SERVICES = ("writer", "reader", "handoff")
 
 
 class LocalClusterError(Exception):
@@ -104,15 +104,20 @@ async def _prepare_postgres(directory: Path, database_url: str | None) -> tuple[
     return pg.url, {"data_dir": str(data_dir), "port": port}
 
 
-def _node_specs(directory: Path, node: dict[str, Any]) -> list[ProcessSpec]:
+def _node_specs(directory: Path, node: dict[str, Any], central_url: str) -> list[ProcessSpec]:
     specs = []
     for service in NODE_SERVICES:
+        if service not in node:
+            continue  # a cluster.json from before the service existed; `up` adds it
         env = {
             "NIMBUS_NODE_NAME": node["name"],
             "NIMBUS_BIND": node[service],
             "NIMBUS_NODE_DATABASE_URL": node["database_url"],
             "NIMBUS_DATA_DIR": node["data_dir"],
         }
+        if service == "handoff":
+            # It looks up the writers of the nodes it holds copies for.
+            env["NIMBUS_DATABASE_URL"] = central_url
         specs.append(
             ProcessSpec(
                 name=f"{node['name']}-{service}",
@@ -156,17 +161,18 @@ async def up(
         old = next((x for x in (existing or {}).get("nodes", []) if x["name"] == name), None)
         data_dir = directory / "nodes" / name
         data_dir.mkdir(parents=True, exist_ok=True)
-        node_entries.append(
-            {
-                "name": name,
-                "writer": old["writer"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
-                "reader": old["reader"] if old else f"tcp://127.0.0.1:{processes.free_port()}",
-                "data_dir": str(data_dir),
-                "database_url": node_dbs[name],
-            }
-        )
+        entry: dict[str, Any] = {"name": name}
+        for service in NODE_SERVICES:
+            known = (old or {}).get(service)
+            entry[service] = known or f"tcp://127.0.0.1:{processes.free_port()}"
+        entry.update(data_dir=str(data_dir), database_url=node_dbs[name])
+        node_entries.append(entry)
     await db.register_cluster(
-        central_url, k, n, [(node["name"], node["writer"], node["reader"]) for node in node_entries]
+        central_url,
+        k,
+        n,
+        [(node["name"], node["writer"], node["reader"]) for node in node_entries],
+        handoffs={node["name"]: node["handoff"] for node in node_entries},
     )
 
     gateway = (existing or {}).get("gateway") or _new_gateway_entry()
@@ -182,7 +188,7 @@ async def up(
         cluster["external_database_url"] = database_url
     _write_json(_cluster_file(directory), cluster)
 
-    specs = [spec for node in node_entries for spec in _node_specs(directory, node)]
+    specs = [spec for node in node_entries for spec in _node_specs(directory, node, central_url)]
     await _start_all(directory, specs)
     await _start_all(directory, [_gateway_spec(directory, cluster)])
     return cluster
@@ -330,7 +336,15 @@ async def start_node(directory: Path, name: str) -> None:
     cluster = load_cluster(directory)
     names = _node_process_names(cluster, name)
     table = _load_processes(directory)
-    await _start_all(directory, [ProcessSpec(**table[n]["spec"]) for n in names])
+    node = next(node for node in cluster["nodes"] if node["name"] == name)
+    fresh = {spec.name: spec for spec in _node_specs(directory, node, cluster["database_url"])}
+    # As recorded when first started; a service added since then, as `up` would start it.
+    specs = [
+        ProcessSpec(**table[n]["spec"]) if n in table else fresh[n]
+        for n in names
+        if n in table or n in fresh
+    ]
+    await _start_all(directory, specs)
 
 
 def process_table(directory: Path) -> dict[str, dict[str, Any]]:

@@ -91,7 +91,7 @@ class Archiver:
         async with state.lock:
             if previous is not None and previous.segment_id is not None:
                 # A start for an archive already open is a retry: the old one is dead.
-                await queries.set_status(self._pool, previous.segment_id, "C")
+                await queries.cancel_unfinished(self._pool, previous.segment_id)
             try:
                 await asyncio.to_thread(verify_share, share)
                 state.segment_id = await queries.insert_segment(self._pool, identity, info, "A")
@@ -120,7 +120,11 @@ class Archiver:
             async with self._pool.acquire() as conn, conn.transaction():
                 await queries.insert_sequence(conn, state.segment_id, share, location)
                 await self._finalize(conn, state.segment_id, identity, summary)
-            self._active.pop(identity, None)
+            # Pieces still queued on this archive (a sender racing another with the
+            # same share, as two handoff holders may) are out of sequence from now on.
+            state.next_sequence = share.sequence_num + 1
+            if self._active.get(identity) is state:
+                del self._active[identity]
 
     async def cancel(self, identity: SegmentIdentity) -> None:
         state = self._lookup(identity)
@@ -170,7 +174,7 @@ class Archiver:
         if self._active.get(identity) is state:
             del self._active[identity]
         if state.segment_id is not None:
-            await queries.set_status(self._pool, state.segment_id, "C")
+            await queries.cancel_unfinished(self._pool, state.segment_id)
 
     async def _already_final(self, identity: SegmentIdentity, summary: FileSummary) -> bool:
         existing = await queries.final_file_hash(self._pool, identity)

@@ -95,6 +95,15 @@ async def set_status(db: Executor, segment_id: int, status: str) -> None:
     )
 
 
+async def cancel_unfinished(db: Executor, segment_id: int) -> None:
+    """Cancel an archive unless it finished meanwhile: a final segment stays final
+    (a start retried, or a cancel queued, behind a final that won the race)."""
+    await db.execute(
+        "UPDATE segment SET status = 'C', completed_at = now() WHERE id = $1 AND status = 'A'",
+        segment_id,
+    )
+
+
 async def final_file_hash(db: Executor, identity: SegmentIdentity) -> bytes | None:
     """The file hash of the final copy of this segment, if one exists."""
     row: Any = await db.fetchrow(
@@ -125,10 +134,14 @@ async def destroy(
     """
     async with db.transaction():
         segment_id = await insert_segment(db, identity, info, "T")
+        # The limits are kept so a tombstone held for another node is forwarded as received.
         await db.execute(
-            "UPDATE segment SET destroyed_unified_id = $2, completed_at = now() WHERE id = $1",
+            """UPDATE segment SET destroyed_unified_id = $2, destroyed_conjoined_part = $3,
+                                  completed_at = now()
+               WHERE id = $1""",
             segment_id,
             unified_id_to_delete,
+            conjoined_part_to_delete,
         )
         status: str = await db.execute(
             """UPDATE segment SET status = 'D'

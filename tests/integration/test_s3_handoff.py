@@ -163,3 +163,49 @@ async def test_delete_while_a_home_is_down_reaches_it_later(
         delay = min(delay * 2, 1.0)
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="doomed")
+
+
+def handoff_backlog(cluster: LocalCluster) -> dict[str, Any]:
+    from tests.integration.conftest import nimbus
+
+    out = nimbus("status", "--dir", str(cluster.directory), "--json").stdout
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+async def test_handoff_backlog_drains_home_by_itself(
+    local_cluster: LocalCluster, stopped: list[str]
+) -> None:
+    """Shares held for a stopped node reach it when it returns; then the
+    holders can go away and every object still reads back."""
+    s3: Any = local_cluster.s3(retries={"max_attempts": 1})
+    bucket = f"drain-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    names = [node["name"] for node in local_cluster.nodes]
+    away = names[2]
+    stop(local_cluster, stopped, away)
+    bodies = {f"k{i}": os.urandom(i * 700_000) for i in range(8)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    status = handoff_backlog(local_cluster)
+    assert status["handoff_backlog"]["segments"] >= 2 * len(bodies)
+    holding = {
+        name: node["holds_for_others"][away]["segments"]
+        for name, node in status["nodes"].items()
+        if (node["holds_for_others"] or {}).get(away)
+    }
+    assert sum(holding.values()) >= 2 * len(bodies), holding
+
+    start(local_cluster, stopped, away)
+    deadline = time.monotonic() + 120
+    delay = 0.2
+    while handoff_backlog(local_cluster)["handoff_backlog"]["segments"] > 0:
+        assert time.monotonic() < deadline, handoff_backlog(local_cluster)
+        await asyncio.sleep(delay)  # poll until the handoff services have drained
+        delay = min(delay * 2, 2.0)
+
+    # The shares really are at home now: stop two nodes other than `away`.
+    for name in [n for n in names if n != away][:2]:
+        stop(local_cluster, stopped, name)
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
