@@ -222,7 +222,7 @@ async def wait_until(
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # poll interval
 
 
 async def assert_nothing_stored(cluster: LocalCluster, s3: Any, bucket: str, key: str) -> None:
