@@ -48,37 +48,43 @@ import functools
 import hashlib
 import os
 import statistics
-import struct
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
-from botocore.credentials import Credentials
-
 from bench.common import (
     KIB,
     MIB,
+    S3,
     BenchError,
     ClusterSpec,
+    Endpoint,
+    Outcome,
+    Pattern,
     add_dir_argument,
+    client_session,
+    deletions,
+    gateway_endpoint,
+    get,
+    get_md5,
+    machine_ticks,
     print_errors,
     print_machine_facts,
+    proc_cpu_s,
+    put,
+    record_error,
     run_on_cluster,
+    run_workers,
+    simple,
 )
 from services.common.config import GatewayConfig
 from services.local import cluster
 
-CHUNK_BYTES = 1 * MIB
-PATTERN_BYTES = 16 * MIB
 SMALL_BYTES = 4 * KIB
 SMALL_CONCURRENCY = 16
 LARGE_LEVELS = (1, 4)
@@ -86,42 +92,6 @@ SAMPLE_INTERVAL_S = 0.1
 NODES, K = 6, 4
 #: Started when ``--dir`` names no running cluster.
 CLUSTER = ClusterSpec(f"a {NODES}-node cluster (k={K})", nodes=NODES, k=K)
-#: Failures after which a phase starts no new request.
-MAX_ERRORS = 20
-TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
-
-
-# --- data ---------------------------------------------------------------------
-
-
-class Pattern:
-    """Deterministic, distinct 1 MiB chunks: a stamp plus a slice of random bytes.
-
-    Chunk ``i`` of stream ``s`` is ``(s, i)`` packed in 16 bytes followed by
-    a slice of a 16 MiB random block at an offset that depends on both, so no
-    two chunks (and no two sequences) of any object are equal.
-    """
-
-    def __init__(self) -> None:
-        self._random = os.urandom(PATTERN_BYTES)
-
-    def chunk(self, stream: int, index: int, size: int = CHUNK_BYTES) -> bytes:
-        stamp = struct.pack(">QQ", stream, index)
-        offset = ((stream * 1_000_003 + index) * 4_093) % (PATTERN_BYTES - size)
-        return (stamp + self._random[offset : offset + size - len(stamp)])[:size]
-
-    def chunks(self, stream: int, size: int) -> Iterator[bytes]:
-        for index, start in enumerate(range(0, size, CHUNK_BYTES)):
-            yield self.chunk(stream, index, min(CHUNK_BYTES, size - start))
-
-    def body(self, stream: int, size: int) -> bytes:
-        return b"".join(self.chunks(stream, size))
-
-    def md5(self, stream: int, size: int) -> str:
-        digest = hashlib.md5()
-        for piece in self.chunks(stream, size):
-            digest.update(piece)
-        return digest.hexdigest()
 
 
 # --- measuring the gateway process and the machine ----------------------------
@@ -145,27 +115,6 @@ def reset_hwm(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by ``pid`` (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return float("nan")
-    # After the comm field: state is fields[0], utime is field 14 (fields[11]).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-    total = sum(values[:8])  # guest time is already counted in user
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return total - idle, total
 
 
 class RssSampler:
@@ -243,145 +192,6 @@ async def measured(pid: int, reset_peak: bool = False) -> AsyncIterator[Usage]:
     usage.hwm_end_kib = proc_status_kib(pid, "VmHWM")
 
 
-# --- S3 client ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    access_key: str
-    secret_key: str
-    region: str
-    pid: int
-
-
-class S3:
-    """Signed S3 requests over one aiohttp session (path-style addressing)."""
-
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
-        self.endpoint = endpoint
-        self.session = session
-        self._auth = S3SigV4Auth(
-            Credentials(endpoint.access_key, endpoint.secret_key), "s3", endpoint.region
-        )
-        # Over http botocore signs the payload's sha256 unless told not to.
-        self._config = Config(s3={"payload_signing_enabled": False})
-
-    def url(self, bucket: str, key: str = "") -> str:
-        return f"{self.endpoint.url}/{bucket}" + (f"/{key}" if key else "")
-
-    def sign(self, method: str, url: str) -> dict[str, str]:
-        request = AWSRequest(
-            method=method, url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
-        )
-        request.context["client_config"] = self._config
-        self._auth.add_auth(request)
-        return dict(request.headers.items())
-
-
-async def _error(response: aiohttp.ClientResponse, what: str) -> BenchError:
-    body = (await response.read())[:600].decode("utf-8", "replace")
-    request_id = response.headers.get("x-amz-request-id", "-")
-    return BenchError(f"{what}: HTTP {response.status} (request id {request_id}): {body}")
-
-
-async def put(
-    s3: S3,
-    url: str,
-    headers: dict[str, str],
-    body: bytes | AsyncIterator[bytes],
-    size: int,
-    md5_hex: str,
-    what: str,
-) -> None:
-    """PUT ``body``; the ETag must be its md5."""
-    headers = {**headers, "Content-Length": str(size), "Content-Type": "application/octet-stream"}
-    try:
-        async with s3.session.put(url, data=body, headers=headers) as response:
-            if response.status != 200:
-                raise await _error(response, f"PUT {what}")
-            await response.read()
-            etag = response.headers.get("ETag", "").strip('"')
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"PUT {what}: {type(exc).__name__}: {exc}") from exc
-    if etag != md5_hex:
-        raise BenchError(f"PUT {what}: ETag {etag!r}, the body's md5 is {md5_hex}")
-
-
-async def get(s3: S3, url: str, headers: dict[str, str], what: str) -> bytes:
-    try:
-        async with s3.session.get(url, headers=headers) as response:
-            if response.status != 200:
-                raise await _error(response, f"GET {what}")
-            return await response.read()
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"GET {what}: {type(exc).__name__}: {exc}") from exc
-
-
-async def get_md5(s3: S3, url: str, headers: dict[str, str], what: str) -> tuple[int, str]:
-    """Stream a GET through md5: (bytes received, hex digest)."""
-    digest = hashlib.md5()
-    received = 0
-    try:
-        async with s3.session.get(url, headers=headers) as response:
-            if response.status != 200:
-                raise await _error(response, f"GET {what}")
-            async for piece in response.content.iter_chunked(CHUNK_BYTES):
-                digest.update(piece)
-                received += len(piece)
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"GET {what} after {received} bytes: {type(exc).__name__}: {exc}") from exc
-    return received, digest.hexdigest()
-
-
-async def simple(s3: S3, method: str, url: str, ok: tuple[int, ...], what: str) -> None:
-    try:
-        async with s3.session.request(method, url, headers=s3.sign(method, url)) as response:
-            if response.status not in ok:
-                raise await _error(response, f"{method} {what}")
-            await response.read()
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"{method} {what}: {type(exc).__name__}: {exc}") from exc
-
-
-@dataclass
-class Outcome:
-    """What a batch of jobs did: latencies of the ones that succeeded, the failures."""
-
-    attempted: int = 0
-    succeeded: list[int] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-async def run_workers(jobs: Sequence[Callable[[], Awaitable[None]]], concurrency: int) -> Outcome:
-    """Run the jobs, ``concurrency`` at a time, counting failures.
-
-    A job that raises BenchError is a failure; after MAX_ERRORS failures no
-    new job starts (a broken cluster would otherwise make every one wait for
-    a timeout).
-    """
-    outcome = Outcome()
-    queue = iter(enumerate(jobs))
-
-    async def worker() -> None:
-        for index, job in queue:  # shared: each job goes to exactly one worker
-            if len(outcome.errors) >= MAX_ERRORS:
-                return
-            outcome.attempted += 1
-            started = time.perf_counter()
-            try:
-                await job()
-            except BenchError as exc:
-                outcome.errors.append(str(exc))
-                continue
-            outcome.latencies.append(time.perf_counter() - started)
-            outcome.succeeded.append(index)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return outcome
-
-
 # --- results --------------------------------------------------------------------
 
 
@@ -391,7 +201,7 @@ class Row:
     concurrency: int
     object_bytes: int
     usage: Usage
-    outcome: Outcome
+    outcome: Outcome[Any]
 
     @property
     def count(self) -> int:
@@ -476,8 +286,7 @@ class Report:
             )
 
     def error(self, message: str) -> None:
-        self.errors.append(message)
-        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        record_error(self.errors, message)
 
 
 # --- phases -----------------------------------------------------------------------
@@ -514,7 +323,7 @@ async def large_level(
         for url, body, digest, key in zip(urls, bodies, digests, keys, strict=True)
     ]
     async with measured(pid) as usage:
-        outcome = await run_workers(puts, concurrency)
+        outcome: Outcome[Any] = await run_workers(puts, concurrency)
     report.add(Row("PUT", concurrency, object_bytes, usage, outcome))
     del bodies, puts
     stored = sorted(outcome.succeeded)
@@ -539,16 +348,9 @@ async def large_level(
     report.add(Row("GET", concurrency, object_bytes, usage, outcome))
 
 
-def deletions(s3: S3, bucket: str, keys: Sequence[str]) -> list[Callable[[], Awaitable[None]]]:
-    return [
-        functools.partial(simple, s3, "DELETE", s3.url(bucket, key), (204, 200), key)
-        for key in keys
-    ]
-
-
 async def delete_all(
     s3: S3, bucket: str, keys: Sequence[str], concurrency: int, report: Report
-) -> Outcome:
+) -> Outcome[None]:
     """DELETE every key (a missing one is fine); failures are reported."""
     outcome = await run_workers(deletions(s3, bucket, keys), concurrency)
     for error in outcome.errors[:3]:
@@ -569,7 +371,7 @@ async def small_objects(s3: S3, bucket: str, count: int, report: Report) -> None
         for url, body, key in zip(urls, bodies, keys, strict=True)
     ]
     async with measured(pid) as usage:
-        outcome = await run_workers(puts, SMALL_CONCURRENCY)
+        outcome: Outcome[Any] = await run_workers(puts, SMALL_CONCURRENCY)
     report.add(Row("PUT", SMALL_CONCURRENCY, SMALL_BYTES, usage, outcome))
 
     wrong: list[str] = []
@@ -656,8 +458,7 @@ class Options:
 
 
 async def measure(endpoint: Endpoint, options: Options, report: Report) -> None:
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+    async with client_session() as session:
         s3 = S3(endpoint, session)
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         await simple(s3, "PUT", s3.url(bucket), (200,), f"bucket {bucket}")
@@ -750,20 +551,6 @@ def print_summary(report: Report) -> None:
 
 
 # --- the gateway process; main ----------------------------------------------------
-
-
-def gateway_endpoint(directory: Path, description: dict[str, Any]) -> Endpoint:
-    entry = cluster.process_table(directory).get("gateway")
-    if entry is None or not entry.get("alive"):
-        raise BenchError(f"no running gateway in {directory}/processes.json")
-    gateway = description["gateway"]
-    return Endpoint(
-        gateway["url"],
-        gateway["access_key"],
-        gateway["secret_key"],
-        gateway["region"],
-        int(entry["pid"]),
-    )
 
 
 def gateway_log_tail(directory: Path, lines: int = 30) -> str:

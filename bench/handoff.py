@@ -59,29 +59,36 @@ import hashlib
 import os
 import re
 import statistics
-import struct
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
-from botocore.credentials import Credentials
-
 from bench.common import (
     MIB,
+    S3,
     BenchError,
     ClusterSpec,
+    Endpoint,
+    Outcome,
+    Pattern,
     add_dir_argument,
+    client_session,
+    deletions,
+    gateway_endpoint,
+    get_md5,
+    machine_ticks,
     print_errors,
     print_machine_facts,
+    proc_cpu_s,
+    put,
+    record_error,
     run_on_cluster,
+    run_workers,
+    simple,
 )
 from services.common.config import GatewayConfig, HandoffConfig
 from services.local import cluster
@@ -89,8 +96,6 @@ from services.local import cluster
 NODES, K = 6, 4
 #: Started when ``--dir`` names no running cluster.
 CLUSTER = ClusterSpec(f"a {NODES}-node cluster (k={K})", nodes=NODES, k=K)
-CHUNK_BYTES = 1 * MIB
-PATTERN_BYTES = 16 * MIB
 #: How often /-/health (after the stop) and /-/status (during the drain) are polled.
 POLL_S = 0.2
 #: How long the gateway may take to see the stopped node's writer down.
@@ -99,63 +104,10 @@ DETECT_TIMEOUT_S = 60.0
 PROGRESS_S = 5.0
 #: Objects of the all-up phase read back besides the sample of the one-down phase.
 UP_VERIFY = 4
-#: Failures after which a phase starts no new request.
-MAX_ERRORS = 20
-TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
 SHARES_HEADER = re.compile(r"^\s*home=(\d+)\s*;\s*handoff=(\d+)\s*$")
 
 
-# --- data -----------------------------------------------------------------------
-
-
-class Pattern:
-    """Deterministic, distinct 1 MiB chunks: a stamp plus a slice of random bytes."""
-
-    def __init__(self) -> None:
-        self._random = os.urandom(PATTERN_BYTES)
-
-    def chunk(self, stream: int, index: int, size: int) -> bytes:
-        stamp = struct.pack(">QQ", stream, index)
-        offset = ((stream * 1_000_003 + index) * 4_093) % (PATTERN_BYTES - size)
-        return (stamp + self._random[offset : offset + size - len(stamp)])[:size]
-
-    def chunks(self, stream: int, size: int) -> Iterator[bytes]:
-        for index, start in enumerate(range(0, size, CHUNK_BYTES)):
-            yield self.chunk(stream, index, min(CHUNK_BYTES, size - start))
-
-    def body(self, stream: int, size: int) -> bytes:
-        return b"".join(self.chunks(stream, size))
-
-    def md5(self, stream: int, size: int) -> str:
-        digest = hashlib.md5()
-        for piece in self.chunks(stream, size):
-            digest.update(piece)
-        return digest.hexdigest()
-
-
 # --- processes and the machine ----------------------------------------------------
-
-
-def proc_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds used so far by ``pid``; NaN if it is gone."""
-    if pid is None:
-        return float("nan")
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-    total = sum(values[:8])
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return total - idle, total
 
 
 def pids(directory: Path, names: Sequence[str]) -> dict[str, int | None]:
@@ -212,145 +164,6 @@ class Meter:
         )
 
 
-# --- S3 client --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    access_key: str
-    secret_key: str
-    region: str
-
-
-class S3:
-    """Signed requests over one aiohttp session (path-style addressing)."""
-
-    def __init__(self, endpoint: Endpoint, session: aiohttp.ClientSession) -> None:
-        self.endpoint = endpoint
-        self.session = session
-        self._auth = S3SigV4Auth(
-            Credentials(endpoint.access_key, endpoint.secret_key), "s3", endpoint.region
-        )
-        # Over http botocore signs the payload's sha256 unless told not to.
-        self._config = Config(s3={"payload_signing_enabled": False})
-
-    def url(self, bucket: str, key: str = "") -> str:
-        return f"{self.endpoint.url}/{bucket}" + (f"/{key}" if key else "")
-
-    def sign(self, method: str, url: str) -> dict[str, str]:
-        request = AWSRequest(
-            method=method, url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
-        )
-        request.context["client_config"] = self._config
-        self._auth.add_auth(request)
-        return dict(request.headers.items())
-
-    async def admin_json(self, path: str) -> dict[str, Any]:
-        """GET an unsigned admin document (``/-/health``, ``/-/status``), whatever its status."""
-        try:
-            async with self.session.get(
-                f"{self.endpoint.url}{path}", timeout=aiohttp.ClientTimeout(total=10)
-            ) as response:
-                document = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise BenchError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(document, dict):
-            raise BenchError(f"GET {path}: not a JSON object: {document!r:.200}")
-        return document
-
-
-async def _error(response: aiohttp.ClientResponse, what: str) -> BenchError:
-    body = (await response.read())[:600].decode("utf-8", "replace")
-    request_id = response.headers.get("x-amz-request-id", "-")
-    return BenchError(f"{what}: HTTP {response.status} (request id {request_id}): {body}")
-
-
-async def put(
-    s3: S3, url: str, headers: dict[str, str], body: bytes, md5_hex: str, what: str
-) -> str:
-    """PUT ``body``; the ETag must be its md5. Returns the ``x-nimbus-shares`` header."""
-    headers = {
-        **headers,
-        "Content-Length": str(len(body)),
-        "Content-Type": "application/octet-stream",
-    }
-    try:
-        async with s3.session.put(url, data=body, headers=headers) as response:
-            if response.status != 200:
-                raise await _error(response, f"PUT {what}")
-            await response.read()
-            etag = response.headers.get("ETag", "").strip('"')
-            shares = response.headers.get("x-nimbus-shares", "")
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"PUT {what}: {type(exc).__name__}: {exc}") from exc
-    if etag != md5_hex:
-        raise BenchError(f"PUT {what}: ETag {etag!r}, the body's md5 is {md5_hex}")
-    return shares
-
-
-async def get_md5(s3: S3, url: str, what: str) -> tuple[int, str]:
-    """Stream a GET through md5: (bytes received, hex digest)."""
-    digest = hashlib.md5()
-    received = 0
-    try:
-        async with s3.session.get(url, headers=s3.sign("GET", url)) as response:
-            if response.status != 200:
-                raise await _error(response, f"GET {what}")
-            async for piece in response.content.iter_chunked(CHUNK_BYTES):
-                digest.update(piece)
-                received += len(piece)
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"GET {what} after {received} bytes: {type(exc).__name__}: {exc}") from exc
-    return received, digest.hexdigest()
-
-
-async def simple(s3: S3, method: str, url: str, ok: tuple[int, ...], what: str) -> None:
-    try:
-        async with s3.session.request(method, url, headers=s3.sign(method, url)) as response:
-            if response.status not in ok:
-                raise await _error(response, f"{method} {what}")
-            await response.read()
-    except aiohttp.ClientError as exc:
-        raise BenchError(f"{method} {what}: {type(exc).__name__}: {exc}") from exc
-
-
-# --- running a batch --------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What a batch did: per succeeded job its index, latency and result; the failures."""
-
-    attempted: int = 0
-    results: dict[int, str] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-async def run_workers(jobs: Sequence[Callable[[], Awaitable[str]]], concurrency: int) -> Outcome:
-    """Run the jobs, ``concurrency`` at a time; after MAX_ERRORS failures none starts."""
-    outcome = Outcome()
-    queue = iter(enumerate(jobs))
-
-    async def worker() -> None:
-        for index, job in queue:  # shared: each job goes to exactly one worker
-            if len(outcome.errors) >= MAX_ERRORS:
-                return
-            outcome.attempted += 1
-            started = time.perf_counter()
-            try:
-                result = await job()
-            except BenchError as exc:
-                outcome.errors.append(str(exc))
-                continue
-            outcome.latencies.append(time.perf_counter() - started)
-            outcome.results[index] = result
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return outcome
-
-
 # --- the report -------------------------------------------------------------------
 
 
@@ -360,7 +173,7 @@ class PutPhase:
     object_bytes: int
     concurrency: int
     usage: Usage
-    outcome: Outcome
+    outcome: Outcome[str]
     #: ``x-nimbus-shares`` answers: (home, handoff) -> how many PUTs said it.
     shares: dict[tuple[int, int] | None, int]
 
@@ -446,8 +259,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
 
     def error(self, message: str) -> None:
-        self.errors.append(message)
-        print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        record_error(self.errors, message)
 
 
 # --- phases -----------------------------------------------------------------------
@@ -504,7 +316,9 @@ async def put_phase(
 
     async def job(i: int, headers: dict[str, str]) -> str:
         body = pattern.body(objects.streams[i], options.object_bytes)
-        return await put(s3, objects.urls[i], headers, body, objects.digests[i], objects.keys[i])
+        return await put(
+            s3, objects.urls[i], headers, body, len(body), objects.digests[i], objects.keys[i]
+        )
 
     jobs = [functools.partial(job, i, s3.sign("PUT", url)) for i, url in enumerate(objects.urls)]
     meter = Meter({"gateway": gateway_pid})
@@ -668,7 +482,8 @@ async def verify(s3: S3, objects: Sequence[tuple[Objects, int]], size: int, repo
     """GET each (objects, index) and compare its length and md5 with what was stored."""
 
     async def job(group: Objects, i: int) -> str:
-        received, digest = await get_md5(s3, group.urls[i], group.keys[i])
+        url = group.urls[i]
+        received, digest = await get_md5(s3, url, s3.sign("GET", url), group.keys[i])
         if received != size or digest != group.digests[i]:
             raise BenchError(
                 f"WRONG BYTES: GET {group.keys[i]}: {received} bytes with md5 {digest}, "
@@ -704,8 +519,7 @@ async def measure(
     n = int(description["n"])
     every_node_a_home = len(description["nodes"]) == n
     gateway_pid = pids(directory, ["gateway"])["gateway"]
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+    async with client_session() as session:
         s3 = S3(endpoint, session)
         await check_all_up(s3)
         bucket = f"bench-handoff-{uuid.uuid4().hex[:12]}"
@@ -727,6 +541,7 @@ async def measure(
                 warm_url,
                 s3.sign("PUT", warm_url),
                 warm,
+                len(warm),
                 hashlib.md5(warm).hexdigest(),
                 "warm-up",
             )
@@ -793,8 +608,7 @@ async def measure(
             for group in (up_objects, down_objects):
                 keys += [] if group is None else [group.keys[i] for i in group.stored]
             began = time.perf_counter()
-            deletions = [functools.partial(delete, s3, s3.url(bucket, key), key) for key in keys]
-            outcome = await run_workers(deletions, options.concurrency)
+            outcome = await run_workers(deletions(s3, bucket, keys), options.concurrency)
             for error in outcome.errors[:3]:
                 report.error(error)
             with contextlib.suppress(BenchError):
@@ -804,11 +618,6 @@ async def measure(
                 f"{time.perf_counter() - began:.1f} s",
                 flush=True,
             )
-
-
-async def delete(s3: S3, url: str, key: str) -> str:
-    await simple(s3, "DELETE", url, (204, 200), key)
-    return ""
 
 
 # --- output; main -----------------------------------------------------------------
@@ -877,14 +686,6 @@ def print_summary(report: Report, options: Options) -> None:
             f"{drain.failed_polls} failed)"
         )
     print(f"  verified {report.verified} objects byte-identical")
-
-
-def gateway_endpoint(directory: Path, description: dict[str, Any]) -> Endpoint:
-    entry = cluster.process_table(directory).get("gateway")
-    if entry is None or not entry.get("alive"):
-        raise BenchError(f"no running gateway in {directory}/processes.json")
-    gateway = description["gateway"]
-    return Endpoint(gateway["url"], gateway["access_key"], gateway["secret_key"], gateway["region"])
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
