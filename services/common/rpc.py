@@ -201,12 +201,24 @@ class RpcClient:
     @classmethod
     async def connect(cls, endpoint: str, timeout_s: float = 10.0) -> RpcClient:
         client = cls(endpoint, timeout_s)
-        client._stream = await aiozmq.create_zmq_stream(
-            zmq.DEALER, connect=endpoint, high_read=1 << 30
-        )
-        client._stream.transport.setsockopt(zmq.LINGER, 0)
-        client._reader = asyncio.create_task(client._read_loop(), name=f"rpc-client {endpoint}")
+        await client._open()
         return client
+
+    async def _open(self) -> None:
+        self._stream = await aiozmq.create_zmq_stream(
+            zmq.DEALER, connect=self.endpoint, high_read=1 << 30
+        )
+        self._stream.transport.setsockopt(zmq.LINGER, 0)
+        self._reader = asyncio.create_task(self._read_loop(), name=f"rpc-client {self.endpoint}")
+
+    async def reset(self) -> None:
+        """Drop the connection (failing what is pending) and connect afresh.
+
+        A new connect resolves the host name again: after a container restart
+        the old address may belong to another container by now.
+        """
+        await self.close()
+        await self._open()
 
     async def _read_loop(self) -> None:
         assert self._stream is not None

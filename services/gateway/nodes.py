@@ -112,6 +112,14 @@ class NodeSet:
             answered = reply.header.get("result") == "success"
         except (RpcTimeout, ConnectionError):
             answered = False
+        expected = f"{endpoint.service} {endpoint.node_name}"
+        if answered and reply.header.get("service") != expected:
+            # Another node's process answered: in Docker a restarted container
+            # can get a new address and the old one another container. Stop
+            # sending there and reconnect, which resolves the name again.
+            self.mark_down(endpoint, f"{reply.header.get('service')!r} answered, not {expected!r}")
+            await endpoint.client.reset()
+            return
         if answered:
             endpoint.misses = 0
             if not endpoint.up:
