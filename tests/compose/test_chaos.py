@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
+import docker.errors
 import pytest
 from botocore.exceptions import ClientError
 from docker.models.containers import Container
@@ -160,7 +161,7 @@ def test_paused_node_is_handed_off_around(
 
     def pause() -> None:
         for victim in paused:
-            victim.pause()
+            freeze(victim)
 
     try:
         upload_many(compose_cluster, bucket, history, 200, on_progress=once_at(20, pause))
@@ -177,6 +178,22 @@ def test_paused_node_is_handed_off_around(
     history.check(s3, bucket)
     after.check(s3, bucket)
     assert len(history.acknowledged) >= 150, f"only {len(history.acknowledged)} of 200 stored"
+
+
+def freeze(victim: Container, attempts: int = 5) -> None:
+    """``docker pause`` (SIGSTOP-like: the cgroup freezer stops every process).
+
+    The freezer can fail while the container is forking a health-check process
+    ("unable to freeze"); that is a retry, not a failure of the test.
+    """
+    for attempt in range(attempts):
+        try:
+            victim.pause()
+            return
+        except docker.errors.APIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # retry backoff after a failed freeze
 
 
 def node_containers(
@@ -204,9 +221,9 @@ def wait_backlog(cluster: ComposeCluster, empty: bool, timeout_s: float = 300) -
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open bug (issue 5): with two nodes stopped and 4 clients, some 2-sequence PUTs are "
-    "refused by a holder's writer with out-of-sequence/unknown-archive on archive-key-final "
-    "(seen only in the compose cluster, deterministic per key); see the session note",
+    reason="intermittent (issue 5, still open): once, two holders' writers got the same handoff "
+    "archive twice (out-of-sequence on archive-key-final); likely a stale container address "
+    "after restarts, addressed by the gateway's peer check; unmark when seen green repeatedly",
 )
 def test_two_nodes_stopped_then_back_drain_the_backlog_home(
     compose_cluster: ComposeCluster, docker_client: docker.DockerClient
