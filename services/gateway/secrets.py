@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.common.credentials import new_access_key, new_master_key
+
+__all__ = ["SecretBox", "new_access_key", "new_master_key"]
 
 
 class MasterKeyError(ValueError):
@@ -34,14 +37,3 @@ class SecretBox:
 
     def open(self, access_key_id: str, sealed: bytes) -> str:
         return self._aead.decrypt(sealed[:12], sealed[12:], access_key_id.encode()).decode()
-
-
-def new_master_key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
-
-
-def new_access_key() -> tuple[str, str]:
-    """A fresh (access key id, secret key) pair in AWS's shapes."""
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    access_key_id = "NK" + "".join(secrets.choice(alphabet) for _ in range(18))
-    return access_key_id, secrets.token_urlsafe(30)[:40]

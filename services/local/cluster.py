@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 
 from services.common import db
+from services.common.credentials import new_access_key, new_master_key
 from services.common.rpc import RpcClient, RpcTimeout
-from services.gateway.secrets import new_access_key, new_master_key
 from services.local import postgres, processes
 from services.local.processes import ProcessSpec, Running
 
