@@ -48,6 +48,10 @@ class NodeServiceConfig:
     drain_timeout_s: float = 30.0
     #: Optional file the bound endpoint is written to once serving (for ``:0``).
     endpoint_file: Path | None = None
+    #: The events service's pipeline (PULL) endpoint; empty = send no events.
+    events_endpoint: str = ""
+    #: ``host:port`` of the Prometheus ``/metrics`` HTTP server; empty = none.
+    metrics_bind: str = ""
 
     @property
     def frame_limits(self) -> FrameLimits:
@@ -154,6 +158,17 @@ class GatewayConfig:
     id_shard: int = 0
     #: Optional file the bound URL is written to once serving (for port 0).
     endpoint_file: Path | None = None
+    #: The events service's pipeline (PULL) endpoint; empty = send no events.
+    events_endpoint: str = ""
+    #: ``host:port`` of the Prometheus ``/metrics`` server. Its own port, not
+    #: the S3 one: on the S3 port ``/metrics`` is the bucket named "metrics".
+    metrics_bind: str = ""
+    #: The accounting service's query (ROUTER) endpoint: usage details are
+    #: delivered there with acknowledgements; empty = usage stays queued in the
+    #: central database's outbox until one is configured.
+    accounting_endpoint: str = ""
+    #: How often queued usage details are delivered to the accounting service.
+    accounting_flush_s: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -178,3 +193,42 @@ class HandoffConfig(NodeServiceConfig):
     #: A copy the home refused is retried after this, doubling up to ``retry_max_s``.
     retry_initial_s: float = 5.0
     retry_max_s: float = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountingConfig:
+    """The accounting service: per-bucket bytes added, removed and retrieved per hour."""
+
+    #: asyncpg URL of the central database (hourly totals live there).
+    database_url: str
+    #: PULL socket: fire-and-forget ``space-accounting-detail`` messages.
+    pipeline_bind: str
+    #: ROUTER socket: acknowledged details, ``space-usage-request``, ``ping``.
+    bind: str
+    events_endpoint: str = ""
+    metrics_bind: str = ""
+    max_header_bytes: int = 64 * 1024
+    max_in_flight: int = 256
+    drain_timeout_s: float = 30.0
+    #: Idempotency keys of counted details are kept this long (a sender's
+    #: retries must arrive within it to be recognised).
+    detail_retention_s: float = 7 * 24 * 3600.0
+    endpoint_file: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventsConfig:
+    """The events service: every service PUSHes events; subscribers get them on PUB."""
+
+    #: PULL socket every service sends its events to.
+    pipeline_bind: str
+    #: PUB socket; the topic of each message is its ``event-type``.
+    publish_bind: str
+    #: ROUTER socket: ``ping`` and ``recent-events-request``.
+    bind: str
+    metrics_bind: str = ""
+    max_header_bytes: int = 64 * 1024
+    #: How many recent events ``recent-events-request`` can return.
+    history: int = 1000
+    drain_timeout_s: float = 5.0
+    endpoint_file: Path | None = None

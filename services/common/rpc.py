@@ -28,7 +28,7 @@ from typing import Any
 import aiozmq
 import zmq
 
-from services.common import protocol
+from services.common import metrics, protocol
 from services.common.protocol import ErrorCode, FrameLimits, Header, Message, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class RpcServer:
 
     async def _serve_one(self, identity: list[bytes], body: list[bytes]) -> None:
         started = time.monotonic()
+        metrics.RPC_BYTES_IN.inc(sum(len(frame) for frame in body))
         request: Header = {}
         try:
             message = protocol.decode(body, self._limits)
@@ -118,7 +119,14 @@ class RpcServer:
                 f"{type(exc).__name__}: {exc}",
             )
             payloads = ()
-        self._send(identity, protocol.encode(header, payloads))
+        reply = protocol.encode(header, payloads)
+        self._send(identity, reply)
+        kind = str(request.get("message-type") or "undecodable")
+        if kind not in self._handlers and kind != "ping":
+            kind = "unknown"  # bounded label values whatever peers send
+        metrics.RPC_REQUESTS.labels(kind, str(header.get("result"))).inc()
+        metrics.RPC_SECONDS.labels(kind).observe(time.monotonic() - started)
+        metrics.RPC_BYTES_OUT.inc(sum(len(frame) for frame in reply))
         log.debug(
             "%s %s -> %s in %.1f ms",
             self.service_name,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
+from services.common import metrics
 from services.common.rpc import RpcTimeout
 from services.gateway import errors, sigv4
 from services.gateway.auth import authenticate
@@ -55,6 +58,21 @@ HANDLERS: dict[str, Handler] = {
 }
 
 REQUEST_ID = web.RequestKey("request_id", str)
+OPERATION = web.RequestKey("operation", str)
+
+HTTP_REQUESTS = Counter(
+    "nimbus_http_requests",
+    "S3 requests answered, by operation and HTTP status",
+    ["operation", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "nimbus_http_request_seconds",
+    "Time to answer an S3 request (whole body sent), by operation",
+    ["operation"],
+    buckets=metrics.LATENCY_BUCKETS,
+)
+HTTP_BYTES_IN = Counter("nimbus_http_received_bytes", "Bytes of S3 request bodies declared")
+HTTP_BYTES_OUT = Counter("nimbus_http_sent_bytes", "Bytes of S3 response bodies sent")
 
 
 def _as_s3_error(exc: BaseException) -> errors.S3Error | None:
@@ -80,6 +98,7 @@ async def s3_errors(
 ) -> web.StreamResponse:
     request_id = secrets.token_hex(8).upper()
     request[REQUEST_ID] = request_id
+    started = time.monotonic()
     try:
         response = await handler(request)
     except web.HTTPException:
@@ -87,6 +106,7 @@ async def s3_errors(
     except Exception as exc:
         if request.get(object.STREAMING):
             log.warning("%s: response cut short: %s", request_id, exc)
+            _observe(request, 499, started, None)
             raise
         error = _as_s3_error(exc)
         if error is None:
@@ -102,7 +122,25 @@ async def s3_errors(
         )
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = request_id
+    _observe(request, response.status, started, response)
     return response
+
+
+def _observe(
+    request: web.Request, status: int, started: float, response: web.StreamResponse | None
+) -> None:
+    operation = request.get(OPERATION, "Unrouted")
+    HTTP_REQUESTS.labels(operation, str(status)).inc()
+    HTTP_SECONDS.labels(operation).observe(time.monotonic() - started)
+    HTTP_BYTES_IN.inc(request.content_length or 0)
+    if response is not None:
+        # Streamed bodies have been written by now; plain ones are about to be.
+        sent = (
+            response.body_length
+            if response.prepared
+            else len(getattr(response, "body", b"") or b"")
+        )
+        HTTP_BYTES_OUT.inc(sent)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -110,6 +148,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     bucket_name, key = split_target(request.raw_path, request.host, gw.cfg.domain)
     headers = {name.lower(): value for name, value in request.headers.items()}
     op = operation(request.method, bucket_name, key, request.query, headers)
+    request[OPERATION] = op
     in_host = bucket_name if is_virtual_host(request.host, gw.cfg.domain) else None
     auth = await authenticate(gw, request, in_host)
     endpoint = Endpoint(op, bucket_name, key)

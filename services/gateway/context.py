@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.common import placement
 from services.common.config import GatewayConfig
+from services.common.events import EventSender
 from services.common.unified_id import UnifiedIdGenerator
 from services.gateway.nodes import NodeSet
 from services.gateway.secrets import SecretBox
@@ -32,6 +33,8 @@ class Gateway:
     ids: UnifiedIdGenerator
     box: SecretBox
     root: Principal
+    #: Where node and object events go (best effort, never blocks).
+    events: EventSender
 
     def layout_for(self, bucket: str, key: str, k: int, n: int, sequence_size: int) -> Layout:
         preference = placement.preference_list(self.nodes.names, bucket, key)

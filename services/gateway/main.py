@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from services.common import config, db, lifecycle, worker
+from services.common import config, db, lifecycle, observe, worker
 from services.common.config import GatewayConfig
 from services.common.unified_id import UnifiedIdGenerator
 from services.gateway import queries
@@ -26,6 +26,9 @@ ROOT_USER = "root"
 async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
     box = SecretBox(cfg.master_key)
     async with contextlib.AsyncExitStack() as stack:
+        events = await observe.open_observers(
+            stack, "gateway", "", cfg.events_endpoint, cfg.metrics_bind
+        )
         pool = await db.create_pool(cfg.database_url, max_size=20)
         stack.push_async_callback(pool.close)
         root_id = await queries.ensure_user(pool, ROOT_USER)
@@ -47,6 +50,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
             ids=UnifiedIdGenerator(cfg.id_shard),
             box=box,
             root=Principal(root_id, ROOT_USER, cfg.root_access_key),
+            events=events,
         )
         workers_stop = asyncio.Event()
         stack.callback(workers_stop.set)
@@ -65,6 +69,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
         log.info("gateway serving on %s", url)
         lifecycle.write_endpoint_file(cfg.endpoint_file, url)
         await stop.wait()
+        observe.stopping(events)
         workers_stop.set()
         await asyncio.gather(heartbeat, reaper, return_exceptions=True)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from services.common import config, db, lifecycle, worker
+from services.common import config, db, lifecycle, observe, worker
 from services.common.config import HandoffConfig
 from services.common.rpc import RpcServer
 from services.handoff import queries
@@ -30,6 +30,9 @@ async def _finish(task: asyncio.Task[None], timeout_s: float) -> None:
 
 async def serve(cfg: HandoffConfig, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
+        events = await observe.open_observers(
+            stack, "handoff", cfg.node_name, cfg.events_endpoint, cfg.metrics_bind
+        )
         pool = await db.create_pool(cfg.node_database_url, max_size=4)
         stack.push_async_callback(pool.close)
         central = await db.create_pool(cfg.database_url, max_size=2)
@@ -49,6 +52,7 @@ async def serve(cfg: HandoffConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(_finish, task, cfg.drain_timeout_s)
         lifecycle.write_endpoint_file(cfg.endpoint_file, endpoint)
         await stop.wait()
+        observe.stopping(events)
 
 
 def main() -> None:

@@ -33,6 +33,9 @@ from services.local import postgres, processes
 from services.local.processes import ProcessSpec, Running
 
 NODE_SERVICES = ("writer", "reader", "handoff")
+#: Cluster-wide services besides the gateway, started before the nodes (the
+#: nodes send them events; the gateway sends usage).
+CLUSTER_SERVICES = ("events", "accounting")
 
 
 class LocalClusterError(Exception):
@@ -104,7 +107,21 @@ async def _prepare_postgres(directory: Path, database_url: str | None) -> tuple[
     return pg.url, {"data_dir": str(data_dir), "port": port}
 
 
-def _node_specs(directory: Path, node: dict[str, Any], central_url: str) -> list[ProcessSpec]:
+def _local_endpoint() -> str:
+    return f"tcp://127.0.0.1:{processes.free_port()}"
+
+
+def _metrics_bind() -> str:
+    return f"127.0.0.1:{processes.free_port()}"
+
+
+def _events_endpoint(cluster: dict[str, Any]) -> str:
+    return str(cluster.get("events", {}).get("pipeline", ""))
+
+
+def _node_specs(
+    directory: Path, node: dict[str, Any], central_url: str, events_endpoint: str
+) -> list[ProcessSpec]:
     specs = []
     for service in NODE_SERVICES:
         if service not in node:
@@ -114,6 +131,8 @@ def _node_specs(directory: Path, node: dict[str, Any], central_url: str) -> list
             "NIMBUS_BIND": node[service],
             "NIMBUS_NODE_DATABASE_URL": node["database_url"],
             "NIMBUS_DATA_DIR": node["data_dir"],
+            "NIMBUS_EVENTS_ENDPOINT": events_endpoint,
+            "NIMBUS_METRICS_BIND": node.get("metrics", {}).get(service, ""),
         }
         if service == "handoff":
             # It looks up the writers of the nodes it holds copies for.
@@ -164,7 +183,11 @@ async def up(
         entry: dict[str, Any] = {"name": name}
         for service in NODE_SERVICES:
             known = (old or {}).get(service)
-            entry[service] = known or f"tcp://127.0.0.1:{processes.free_port()}"
+            entry[service] = known or _local_endpoint()
+        old_metrics = (old or {}).get("metrics", {})
+        entry["metrics"] = {
+            service: old_metrics.get(service) or _metrics_bind() for service in NODE_SERVICES
+        }
         entry.update(data_dir=str(data_dir), database_url=node_dbs[name])
         node_entries.append(entry)
     await db.register_cluster(
@@ -176,6 +199,7 @@ async def up(
     )
 
     gateway = (existing or {}).get("gateway") or _new_gateway_entry()
+    gateway.setdefault("metrics", _metrics_bind())
     cluster: dict[str, Any] = {
         "k": k,
         "n": n,
@@ -183,15 +207,62 @@ async def up(
         "gateway": gateway,
         "nodes": node_entries,
         "postgres": private,
+        "events": _cluster_service_entry(existing, "events", ("pipeline", "publish", "query")),
+        "accounting": _cluster_service_entry(existing, "accounting", ("pipeline", "query")),
     }
     if database_url:
         cluster["external_database_url"] = database_url
     _write_json(_cluster_file(directory), cluster)
 
-    specs = [spec for node in node_entries for spec in _node_specs(directory, node, central_url)]
+    await _start_all(directory, _cluster_service_specs(directory, cluster))
+    events_endpoint = _events_endpoint(cluster)
+    specs = [
+        spec
+        for node in node_entries
+        for spec in _node_specs(directory, node, central_url, events_endpoint)
+    ]
     await _start_all(directory, specs)
     await _start_all(directory, [_gateway_spec(directory, cluster)])
     return cluster
+
+
+def _cluster_service_entry(
+    existing: dict[str, Any] | None, service: str, sockets: tuple[str, ...]
+) -> dict[str, str]:
+    """Endpoints of a cluster-wide service: kept from ``existing``, else new ports."""
+    old = (existing or {}).get(service, {})
+    entry = {socket: old.get(socket) or _local_endpoint() for socket in sockets}
+    entry["metrics"] = old.get("metrics") or _metrics_bind()
+    return entry
+
+
+def _cluster_service_specs(directory: Path, cluster: dict[str, Any]) -> list[ProcessSpec]:
+    events, accounting = cluster["events"], cluster["accounting"]
+    environments = {
+        "events": {
+            "NIMBUS_PIPELINE_BIND": events["pipeline"],
+            "NIMBUS_PUBLISH_BIND": events["publish"],
+            "NIMBUS_BIND": events["query"],
+            "NIMBUS_METRICS_BIND": events["metrics"],
+        },
+        "accounting": {
+            "NIMBUS_DATABASE_URL": cluster["database_url"],
+            "NIMBUS_PIPELINE_BIND": accounting["pipeline"],
+            "NIMBUS_BIND": accounting["query"],
+            "NIMBUS_EVENTS_ENDPOINT": events["pipeline"],
+            "NIMBUS_METRICS_BIND": accounting["metrics"],
+        },
+    }
+    return [
+        ProcessSpec(
+            name=service,
+            argv=[sys.executable, "-m", f"services.{service}.main"],
+            env=environments[service],
+            log_file=str(directory / "logs" / f"{service}.log"),
+            ready=cluster[service]["query"],
+        )
+        for service in CLUSTER_SERVICES
+    ]
 
 
 def _new_gateway_entry() -> dict[str, Any]:
@@ -219,6 +290,9 @@ def _gateway_spec(directory: Path, cluster: dict[str, Any]) -> ProcessSpec:
         "NIMBUS_PORT": str(port),
         "NIMBUS_K": str(cluster["k"]),
         "NIMBUS_N": str(cluster["n"]),
+        "NIMBUS_EVENTS_ENDPOINT": _events_endpoint(cluster),
+        "NIMBUS_METRICS_BIND": gateway.get("metrics", ""),
+        "NIMBUS_ACCOUNTING_ENDPOINT": cluster.get("accounting", {}).get("query", ""),
     }
     if "sequence_size" in gateway:
         env["NIMBUS_SEQUENCE_SIZE"] = str(gateway["sequence_size"])
@@ -337,7 +411,10 @@ async def start_node(directory: Path, name: str) -> None:
     names = _node_process_names(cluster, name)
     table = _load_processes(directory)
     node = next(node for node in cluster["nodes"] if node["name"] == name)
-    fresh = {spec.name: spec for spec in _node_specs(directory, node, cluster["database_url"])}
+    fresh = {
+        spec.name: spec
+        for spec in _node_specs(directory, node, cluster["database_url"], _events_endpoint(cluster))
+    }
     # As recorded when first started; a service added since then, as `up` would start it.
     specs = [
         ProcessSpec(**table[n]["spec"]) if n in table else fresh[n]

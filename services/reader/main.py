@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from services.common import config, db, lifecycle, worker
+from services.common import config, db, lifecycle, observe, worker
 from services.common.config import ReaderConfig
 from services.common.rpc import RpcServer
 from services.reader.handlers import make_handlers
@@ -27,6 +27,9 @@ class ExpireIdle:
 
 async def serve(cfg: ReaderConfig, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
+        events = await observe.open_observers(
+            stack, "reader", cfg.node_name, cfg.events_endpoint, cfg.metrics_bind
+        )
         pool = await db.create_pool(cfg.node_database_url)
         stack.push_async_callback(pool.close)
         retriever = Retriever(pool, cfg.data_dir, cfg.node_name)
@@ -39,6 +42,7 @@ async def serve(cfg: ReaderConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(asyncio.wait_for, expiry, 5)
         lifecycle.write_endpoint_file(cfg.endpoint_file, endpoint)
         await stop.wait()
+        observe.stopping(events)
 
 
 def main() -> None:

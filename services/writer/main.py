@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from services.common import config, db, lifecycle
+from services.common import config, db, lifecycle, observe
 from services.common.config import WriterConfig
 from services.common.rpc import RpcServer
 from services.common.valuefile import ValueFileWriter
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 async def serve(cfg: WriterConfig, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
+        events = await observe.open_observers(
+            stack, "writer", cfg.node_name, cfg.events_endpoint, cfg.metrics_bind
+        )
         pool = await db.create_pool(cfg.node_database_url)
         stack.push_async_callback(pool.close)
         cancelled = await queries.cancel_active_segments(pool)
@@ -41,6 +44,7 @@ async def serve(cfg: WriterConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(server.close, cfg.drain_timeout_s)
         lifecycle.write_endpoint_file(cfg.endpoint_file, endpoint)
         await stop.wait()
+        observe.stopping(events)
 
 
 def main() -> None:
