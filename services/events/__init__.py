@@ -1,0 +1,1 @@
+"""The events service: one stream of cluster events (PULL → PUB, recent history)."""
