@@ -9,12 +9,29 @@
     nimbus local status [--dir DIR]
     nimbus ping ENDPOINT [--timeout-s 2]
     nimbus status [--dir DIR | --url GATEWAY_URL] [--json]
+    nimbus usage BUCKET [--hours N] [--dir DIR | --url GATEWAY_URL] [--json]
     nimbus admin user create NAME [--dir DIR]
     nimbus admin key create USER [--dir DIR]
+    nimbus events [--follow] [--type T] [--limit N] [--dir DIR | --endpoint ENDPOINT]
 
 `nimbus admin` reaches the central database and the master key through the
 local cluster's cluster.json (--dir), or NIMBUS_DATABASE_URL and
 NIMBUS_MASTER_KEY when those are set (as in the compose cluster).
+
+`nimbus events` prints the events service's recent events, one JSON object a
+line, oldest first; with --follow it prints each event as it is published
+until interrupted. --type keeps one event type (exactly). It reaches the
+events service at --endpoint (the query socket, or with --follow the publish
+socket), else at NIMBUS_EVENTS_QUERY / NIMBUS_EVENTS_PUBLISH when set and no
+--dir is given (as in the compose cluster's gateway container), else through
+the local cluster's cluster.json.
+
+`nimbus usage` prints a bucket's bytes added, removed and retrieved (totals,
+then per hour; --hours N: the last N hours only) from the gateway's
+/-/usage/BUCKET, signing the request with SigV4: with the local cluster's
+root key from cluster.json (--dir), or with --url and AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY (region: AWS_REGION or AWS_DEFAULT_REGION, else
+us-east-1).
 
 Every `nimbus local` command takes the same --dir, defaulting to
 $NIMBUS_LOCAL_DIR or /var/tmp/nimbus-$USER/local.
@@ -97,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     status_cmd.add_argument("--url", help="the gateway's URL (default: the local cluster's)")
     status_cmd.add_argument("--json", action="store_true", help="print the JSON document")
 
+    usage_cmd = commands.add_parser(
+        "usage", help="a bucket's bytes added, removed and retrieved, as accounting counted them"
+    )
+    usage_cmd.add_argument("bucket")
+    usage_cmd.add_argument("--hours", type=int, help="only the last N hours (default: all time)")
+    usage_where = usage_cmd.add_mutually_exclusive_group()
+    usage_where.add_argument("--dir", type=Path, default=None, help=dir_help)
+    usage_where.add_argument(
+        "--url", help="the gateway's URL; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    )
+    usage_cmd.add_argument("--json", action="store_true", help="print the JSON document")
+    usage_cmd.add_argument("--timeout-s", type=float, default=10.0)
+
     admin = commands.add_parser("admin", help="users and access keys")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     user = admin_commands.add_parser("user", help="users")
@@ -107,6 +137,16 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("user")
     for sub in (user, key):
         sub.add_argument("--dir", type=Path, default=None, help=dir_help)
+
+    events = commands.add_parser("events", help="the cluster's recent events, or follow them")
+    events.add_argument("--follow", action="store_true", help="print events as they happen")
+    events.add_argument("--type", help="only events of this event-type")
+    events.add_argument("--limit", type=int, help="at most this many recent events (newest)")
+    events.add_argument("--dir", type=Path, default=None, help=dir_help)
+    events.add_argument(
+        "--endpoint", help="the events service's query socket (with --follow: its publish socket)"
+    )
+    events.add_argument("--timeout-s", type=float, default=10.0)
 
     ping = commands.add_parser(
         "ping", help="exit 0 if a service answers ping (tcp://...) or its health URL (http://...)"
@@ -282,6 +322,102 @@ async def _admin(args: argparse.Namespace) -> int:
         await conn.close()
 
 
+def _events_endpoint(args: argparse.Namespace) -> str:
+    """The query socket (the publish socket with --follow) of the events service."""
+    if args.endpoint:
+        return str(args.endpoint)
+    socket, variable = (
+        ("publish", "NIMBUS_EVENTS_PUBLISH") if args.follow else ("query", "NIMBUS_EVENTS_QUERY")
+    )
+    if args.dir is None and os.environ.get(variable):
+        return os.environ[variable]
+    from services.local import cluster
+
+    described = cluster.load_cluster(args.dir or cluster.default_dir())
+    endpoint = described.get("events", {}).get(socket)
+    if not endpoint:
+        raise cluster.LocalClusterError("the local cluster has no events service")
+    return str(endpoint)
+
+
+def _print_event(event: object) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+async def _events(args: argparse.Namespace) -> int:
+    endpoint = _events_endpoint(args)
+    if args.follow:
+        return await _follow_events(endpoint, args.type)
+    request: dict[str, object] = {"message-type": "recent-events-request"}
+    if args.type:
+        request["event-type"] = args.type
+    if args.limit is not None:
+        request["limit"] = args.limit
+    client = await RpcClient.connect(endpoint, timeout_s=args.timeout_s)
+    try:
+        reply = await client.request(request)
+    except RpcTimeout:
+        print(f"nimbus: the events service at {endpoint} does not answer", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    if reply.header.get("result") != "success":
+        print(f"nimbus: {reply.header.get('error-message')}", file=sys.stderr)
+        return 1
+    try:
+        for event in reply.header.get("events", []):
+            _print_event(event)
+    except BrokenPipeError:
+        pass  # e.g. `| head`: the reader has all it wants
+    return 0
+
+
+async def _follow_events(endpoint: str, event_type: str | None) -> int:
+    """Print what the events service publishes until SIGINT or SIGTERM."""
+    import signal
+
+    import aiozmq
+    import zmq
+
+    stream = await aiozmq.create_zmq_stream(zmq.SUB, connect=endpoint)
+    stream.transport.setsockopt(zmq.LINGER, 0)
+    # ZeroMQ filters by topic prefix; the exact type is checked below.
+    stream.transport.setsockopt(zmq.SUBSCRIBE, (event_type or "").encode())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def printing() -> None:
+        while True:
+            frames = await stream.read()
+            if len(frames) != 2 or (
+                event_type and frames[0].decode(errors="replace") != event_type
+            ):
+                continue
+            try:
+                event = json.loads(frames[1])
+            except ValueError:
+                continue
+            _print_event(event)
+
+    reader = asyncio.create_task(printing())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({reader, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done:
+            reader.result()  # what ended it
+    except BrokenPipeError:
+        pass  # e.g. `| head`: the reader has all it wants
+    finally:
+        for task in (reader, stopped):
+            task.cancel()
+        await asyncio.gather(reader, stopped, return_exceptions=True)
+        stream.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
@@ -294,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
             code = _status(args)
         elif args.command == "admin":
             code = asyncio.run(_admin(args))
+        elif args.command == "events":
+            code = asyncio.run(_events(args))
         else:
             code = asyncio.run(_ping(args.endpoint, args.timeout_s))
     except Exception as exc:
