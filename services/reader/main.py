@@ -32,7 +32,7 @@ async def serve(cfg: ReaderConfig, stop: asyncio.Event) -> None:
         )
         pool = await db.create_pool(cfg.node_database_url)
         stack.push_async_callback(pool.close)
-        retriever = Retriever(pool, cfg.data_dir, cfg.node_name)
+        retriever = Retriever(pool, cfg.data_dir, cfg.node_name, events)
         server = RpcServer(
             f"reader {cfg.node_name}", make_handlers(retriever), cfg.frame_limits, cfg.max_in_flight
         )

@@ -4,8 +4,8 @@ A retrieval is opened by ``start`` (which sequences to send) and advanced by
 ``next``; its position is kept in memory by ``retrieve-id`` and forgotten
 after it completes, fails, or idles too long. Every share is read from its
 value file and its md5 compared with the one stored at archive time before
-it is sent; a mismatch is recorded as damage and reported, and none of the
-bad bytes leave the node.
+it is sent; a mismatch is recorded as damage, reported to the caller and
+sent as a ``damage-found`` event, and none of the bad bytes leave the node.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -26,7 +26,13 @@ from services.common.protocol import ErrorCode, ProtocolError
 from services.common.valuefile import Location
 from services.reader import queries
 
+if TYPE_CHECKING:
+    from services.common.events import EventSender
+
 log = logging.getLogger(__name__)
+
+#: Sent when a stored share fails its checksum or cannot be read.
+DAMAGE_FOUND = "damage-found"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class SegmentMeta:
 
 @dataclass
 class _Retrieval:
+    segment: SegmentKey
     segment_id: int
     rows: list[Any]
     position: int
@@ -67,10 +74,17 @@ class _Retrieval:
 
 
 class Retriever:
-    def __init__(self, pool: asyncpg.Pool, data_dir: Path, node_name: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        data_dir: Path,
+        node_name: str,
+        events: EventSender | None = None,
+    ) -> None:
         self._pool = pool
         self._data_dir = data_dir
         self._node_name = node_name
+        self._events = events
         self._open: dict[str, _Retrieval] = {}
 
     @property
@@ -110,7 +124,7 @@ class Retriever:
             sequence_count=total,
             handoff_node_name=row["handoff_node_name"],
         )
-        state = _Retrieval(row["id"], list(rows), 0, time.monotonic())
+        state = _Retrieval(segment, row["id"], list(rows), 0, time.monotonic())
         self._open[retrieve_id] = state
         return meta, await self._send_next(retrieve_id, state)
 
@@ -141,6 +155,7 @@ class Retriever:
             log.warning(
                 "segment %d sequence %d damaged: %s", state.segment_id, sequence_num, damage
             )
+            self._report_damage(state.segment, sequence_num, str(damage))
             raise ProtocolError(
                 ErrorCode.DAMAGED,
                 f"sequence {sequence_num} is damaged on {self._node_name}: {damage}",
@@ -163,6 +178,23 @@ class Retriever:
         if hashlib.md5(data).digest() != md5:
             raise _Damage("md5 mismatch")
         return data
+
+    def _report_damage(self, segment: SegmentKey, sequence_num: int, reason: str) -> None:
+        if self._events is None:
+            return
+        self._events.send(
+            DAMAGE_FOUND,
+            **{
+                "collection-id": segment.collection_id,
+                "key": segment.key,
+                "unified-id": segment.unified_id,
+                "conjoined-part": segment.conjoined_part,
+                "segment-num": segment.segment_num,
+                "sequence-num": sequence_num,
+                "reason": reason,
+                "detected-by": "reader",
+            },
+        )
 
     def expire_idle(self, idle_timeout_s: float) -> int:
         cutoff = time.monotonic() - idle_timeout_s

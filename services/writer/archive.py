@@ -9,6 +9,10 @@ then leaves nothing final (its 'A' rows are cancelled at the next start).
 
 Pieces of one archive may arrive pipelined; they are applied in arrival order
 because each piece takes the archive's lock before its first ``await``.
+
+A share stored for another node (``handoff-node-name`` set) is announced by
+one ``share-handed-off`` event when its segment becomes final (not per
+sequence, and not again for a retry of an archive already final).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import logging
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -26,7 +31,13 @@ from services.common.valuefile import ValueFileWriter
 from services.writer import queries
 from services.writer.model import FileSummary, SegmentIdentity, SegmentInfo, ShareIn
 
+if TYPE_CHECKING:
+    from services.common.events import EventSender
+
 log = logging.getLogger(__name__)
+
+#: Sent when a share held for another (down) node becomes final here.
+SHARE_HANDED_OFF = "share-handed-off"
 
 
 @dataclass
@@ -57,9 +68,12 @@ def verify_share(share: ShareIn) -> None:
 
 
 class Archiver:
-    def __init__(self, pool: asyncpg.Pool, values: ValueFileWriter) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, values: ValueFileWriter, events: EventSender | None = None
+    ) -> None:
         self._pool = pool
         self._values = values
+        self._events = events
         self._active: dict[SegmentIdentity, _Active] = {}
 
     @property
@@ -79,7 +93,9 @@ class Archiver:
         async with self._pool.acquire() as conn, conn.transaction():
             segment_id = await queries.insert_segment(conn, identity, info, "A")
             await queries.insert_sequence(conn, segment_id, share, location)
-            await self._finalize(conn, segment_id, identity, summary)
+            made_final = await self._finalize(conn, segment_id, identity, summary)
+        if made_final:
+            self._announce(identity)
 
     async def start(self, identity: SegmentIdentity, info: SegmentInfo, share: ShareIn) -> None:
         if share.sequence_num != 0:
@@ -119,7 +135,9 @@ class Archiver:
             assert state.segment_id is not None
             async with self._pool.acquire() as conn, conn.transaction():
                 await queries.insert_sequence(conn, state.segment_id, share, location)
-                await self._finalize(conn, state.segment_id, identity, summary)
+                made_final = await self._finalize(conn, state.segment_id, identity, summary)
+            if made_final:
+                self._announce(identity)
             # Pieces still queued on this archive (a sender racing another with the
             # same share, as two handoff holders may) are out of sequence from now on.
             state.next_sequence = share.sequence_num + 1
@@ -192,10 +210,29 @@ class Archiver:
         segment_id: int,
         identity: SegmentIdentity,
         summary: FileSummary,
-    ) -> None:
+    ) -> bool:
+        """Make the segment final; False if the same copy was final already."""
         try:
             async with conn.transaction():
                 await queries.finalize_segment(conn, segment_id, summary)
         except asyncpg.UniqueViolationError:
             await self._already_final(identity, summary)
             await queries.set_status(conn, segment_id, "C")
+            return False
+        return True
+
+    def _announce(self, identity: SegmentIdentity) -> None:
+        """Once committed: say when this node now holds a share for another."""
+        if self._events is None or identity.handoff_node_name is None:
+            return
+        self._events.send(
+            SHARE_HANDED_OFF,
+            **{
+                "home-node": identity.handoff_node_name,
+                "collection-id": identity.collection_id,
+                "key": identity.key,
+                "unified-id": identity.unified_id,
+                "conjoined-part": identity.conjoined_part,
+                "segment-num": identity.segment_num,
+            },
+        )

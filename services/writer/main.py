@@ -36,7 +36,7 @@ async def serve(cfg: WriterConfig, stop: asyncio.Event) -> None:
         stack.push_async_callback(values.close)
         server = RpcServer(
             f"writer {cfg.node_name}",
-            make_handlers(Archiver(pool, values)),
+            make_handlers(Archiver(pool, values, events)),
             cfg.frame_limits,
             cfg.max_in_flight,
         )
