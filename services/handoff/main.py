@@ -41,7 +41,9 @@ async def serve(cfg: HandoffConfig, stop: asyncio.Event) -> None:
         async def connect(endpoint: str) -> HomeWriter:
             return await RpcHomeWriter.connect(endpoint, cfg.forward_timeout_s)
 
-        handoff = HandoffWorker(cfg, pool, lambda: queries.writer_endpoints(central), connect, stop)
+        handoff = HandoffWorker(
+            cfg, pool, lambda: queries.writer_endpoints(central), connect, stop, events=events
+        )
         stack.push_async_callback(handoff.close)
         server = RpcServer(
             f"handoff {cfg.node_name}", make_handlers(handoff), cfg.frame_limits, cfg.max_in_flight

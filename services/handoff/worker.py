@@ -24,6 +24,11 @@ Invariants:
   back-off that doubles up to ``retry_max_s``.
 - Between segments the step checks ``stop``: a shutdown waits for at most the
   segment being forwarded.
+
+Events (best effort): ``share-forwarded`` for each share its home confirmed
+(then purged here), ``damage-found`` for a held share found damaged, and
+``handoff-backlog`` after the first step and every step after which what this
+node holds differs (see :mod:`services.handoff.backlog`).
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from services.common import protocol
 from services.common.config import HandoffConfig
 from services.handoff import queries
+from services.handoff.backlog import BacklogReport
 from services.handoff.forward import (
     HomeWriter,
     Outcome,
@@ -51,9 +57,14 @@ from services.handoff.forward import (
 )
 from services.handoff.model import HeldSegment, Holding
 
+if TYPE_CHECKING:
+    from services.common.events import EventSender
+
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = "handoff"
+SHARE_FORWARDED = "share-forwarded"
+DAMAGE_FOUND = "damage-found"
 
 Connect = Callable[[str], Awaitable[HomeWriter]]
 EndpointLookup = Callable[[], Awaitable[dict[str, str]]]
@@ -133,8 +144,11 @@ class HandoffWorker:
         connect: Connect,
         stop: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        events: EventSender | None = None,
     ) -> None:
         self._cfg = cfg
+        self._events = events
+        self._backlog = BacklogReport(events)
         self._pool = pool
         self._lookup = endpoints
         self._connect = connect
@@ -152,7 +166,9 @@ class HandoffWorker:
 
     async def run_once(self) -> bool:
         async with self._step_lock:
-            return await self._step()
+            progressed = await self._step()
+            self._backlog.update(await queries.holdings(self._pool))
+            return progressed
 
     async def _step(self) -> bool:
         homes = await queries.homes_with_holdings(self._pool)
@@ -250,6 +266,7 @@ class HandoffWorker:
             else:
                 cursor.forwarded_segments += 1
                 cursor.forwarded_bytes += result.bytes_sent
+                self._send(SHARE_FORWARDED, segment, bytes=result.bytes_sent)
             log.debug("forwarded %s to %s and purged it", what, segment.home)
             return True
         if result.outcome is Outcome.DAMAGED:
@@ -258,6 +275,15 @@ class HandoffWorker:
                 self._pool, segment.id, result.sequence_num, f"handoff: {result.detail}"
             )
             cursor.damaged += 1
+            self._send(
+                DAMAGE_FOUND,
+                segment,
+                **{
+                    "sequence-num": result.sequence_num,
+                    "reason": result.detail,
+                    "detected-by": "handoff",
+                },
+            )
             log.warning(
                 "not forwarding %s to %s: sequence %d is damaged: %s",
                 what,
@@ -277,6 +303,22 @@ class HandoffWorker:
             "%s refused %s (%s); retrying in %.0f s", segment.home, what, result.detail, delay_s
         )
         return False
+
+    def _send(self, event_type: str, segment: HeldSegment, **fields: Any) -> None:
+        if self._events is None:
+            return
+        self._events.send(
+            event_type,
+            **{
+                "home-node": segment.home,
+                "collection-id": segment.collection_id,
+                "key": segment.key,
+                "unified-id": segment.unified_id,
+                "conjoined-part": segment.conjoined_part,
+                "segment-num": segment.segment_num,
+                **fields,
+            },
+        )
 
     def _forget_old_retries(self) -> None:
         """Back-offs long past (their copy purged or destroyed meanwhile) are dropped."""
