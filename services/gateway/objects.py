@@ -4,6 +4,9 @@ A version is stored by ``store.store_stream`` and becomes visible only when
 ``queries.commit_version`` commits its index row; whatever happens before
 that leaves nothing listed or readable. Replaced and deleted versions are
 queued as garbage and destroyed on their nodes by the reaper.
+
+Once the index commits, an ``object-created`` (a version stored) or
+``object-removed`` (a key's live version deleted) event is sent, best effort.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from services.gateway.store import Layout, Stored, store_stream
 log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
+
+OBJECT_CREATED = "object-created"
+OBJECT_REMOVED = "object-removed"
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ async def put(
     )
     etag = stored.md5.hex()
     async with gw.pool.acquire() as conn:
-        await queries.commit_version(
+        live = await queries.commit_version(
             conn,
             queries.NewVersion(
                 bucket_id=bucket.id,
@@ -163,7 +169,50 @@ async def put(
                 handoffs=stored.handoffs,
             ),
         )
+    announce_created(
+        gw,
+        bucket.name,
+        key,
+        unified_id,
+        stored.size,
+        etag,
+        shares_home=stored.shares - stored.handed_off,
+        shares_handed_off=stored.handed_off,
+        live=live,
+    )
     return etag, stored
+
+
+def announce_created(
+    gw: Gateway,
+    bucket: str,
+    key: str,
+    unified_id: int,
+    size: int,
+    etag: str,
+    shares_home: int,
+    shares_handed_off: int,
+    live: bool = True,
+) -> None:
+    """The ``object-created`` event of a version whose index row has committed.
+
+    ``shares-home`` and ``shares-handed-off`` count the object's shares stored
+    at their home and held by other nodes for a down home; ``live`` is false
+    when a newer version had already committed (this one is then dead at once).
+    """
+    gw.events.send(
+        OBJECT_CREATED,
+        **{
+            "bucket": bucket,
+            "key": key,
+            "unified-id": unified_id,
+            "size": size,
+            "etag": etag,
+            "shares-home": shares_home,
+            "shares-handed-off": shares_handed_off,
+            "live": live,
+        },
+    )
 
 
 async def store_part(
@@ -190,8 +239,12 @@ async def store_part(
 
 
 async def delete(gw: Gateway, bucket: Bucket, key: str) -> bool:
+    """Retire the live version of ``key``; False (and no event) if there was none."""
     async with gw.pool.acquire() as conn:
-        return await queries.delete_live(conn, bucket.id, key)
+        removed = await queries.delete_live(conn, bucket.id, key)
+    if removed:
+        gw.events.send(OBJECT_REMOVED, bucket=bucket.name, key=key)
+    return removed
 
 
 def multipart_etag(part_etags: list[str]) -> str:
