@@ -12,6 +12,7 @@ pipeline until one comes back, and only then starts what it watches.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -37,8 +38,10 @@ from services.common.messages import FileInfo, SegmentRef
 from services.common.rpc import RpcClient
 from services.common.unified_id import UnifiedIdGenerator
 from services.common.valuefile import value_file_path
+from services.local.processes import free_port
 from tests.integration.conftest import LocalCluster
 from tests.integration.storage import ok, store_in_pieces
+from tests.integration.test_faults import assert_port_free
 from tests.integration.test_s3_handoff import start, stop, stopped  # noqa: F401 (fixture)
 
 PROBE = "test-probe"
@@ -73,13 +76,13 @@ class Pipeline:
 class Subscriber:
     """A SUB socket on the published stream, ready once a probe came back."""
 
-    def __init__(self, cluster: LocalCluster, *topics: str) -> None:
+    def __init__(self, endpoints: dict[str, str], *topics: str) -> None:
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         for topic in (PROBE, *topics):
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.socket.connect(events_of(cluster)["publish"])
-        self.pipeline = Pipeline(events_of(cluster)["pipeline"])
+        self.socket.connect(endpoints["publish"])
+        self.pipeline = Pipeline(endpoints["pipeline"])
         self.seen: list[tuple[bytes, Event]] = []
 
     def wait_ready(self, timeout_s: float = 30) -> None:
@@ -138,7 +141,7 @@ def subscriber(local_cluster: LocalCluster) -> Iterator[Callable[..., Subscriber
     opened: list[Subscriber] = []
 
     def open_subscriber(*topics: str) -> Subscriber:
-        sub = Subscriber(local_cluster, *topics)
+        sub = Subscriber(events_of(local_cluster), *topics)
         opened.append(sub)
         sub.wait_ready()
         return sub
@@ -490,3 +493,38 @@ async def test_every_service_serves_metrics_that_parse(
     gateway = scrape(local_cluster.gateway["metrics"])
     assert gateway.get("nimbus_http_requests_total"), sorted(gateway)
     assert any(name.startswith("nimbus_http_request_seconds") for name in gateway)
+
+
+async def test_sigterm_stops_the_events_service_cleanly_and_frees_its_ports() -> None:
+    """A service of its own (the cluster's keeps running): exit 0, every port free."""
+    ports = {name: free_port() for name in ("pipeline", "publish", "query", "metrics")}
+    endpoints = {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        **os.environ,
+        "NIMBUS_PIPELINE_BIND": endpoints["pipeline"],
+        "NIMBUS_PUBLISH_BIND": endpoints["publish"],
+        "NIMBUS_BIND": endpoints["query"],
+        "NIMBUS_METRICS_BIND": f"127.0.0.1:{ports['metrics']}",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "services.events.main"], env=env)
+    sub = Subscriber(endpoints, "service-started", "service-stopping")
+    client = await RpcClient.connect(endpoints["query"], timeout_s=30)
+    try:
+        ok(await client.request({"message-type": "ping"}))  # answered once it serves
+        sub.wait_ready()
+        started = await client.request(
+            {"message-type": "recent-events-request", "event-type": "service-started"}
+        )
+        assert [e["service"] for e in started.header["events"]] == ["events"]
+        assert started.header["events"][0]["pid"] == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        stopping = sub.wait_for(lambda e: e["event-type"] == "service-stopping")
+        assert (stopping["service"], stopping["pid"]) == ("events", proc.pid)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        await client.close()
+        sub.close()
+        if proc.poll() is None:
+            proc.kill()
+    for port in ports.values():
+        assert_port_free(port)
