@@ -26,7 +26,7 @@ from services.gateway import errors, sigv4
 from services.gateway.auth import authenticate
 from services.gateway.context import GATEWAY
 from services.gateway.endpoints import Endpoint, is_virtual_host, operation, split_target
-from services.gateway.handlers import bucket, multipart, object, service
+from services.gateway.handlers import bucket, multipart, object, service, usage
 from services.gateway.nodes import Node
 from services.gateway.request import Handler, S3Request
 from services.gateway.store import TooLarge, Unavailable
@@ -206,6 +206,7 @@ def make_app() -> web.Application:
     app = web.Application(middlewares=[s3_errors], client_max_size=1024**2)
     app.router.add_get("/-/health", health)
     app.router.add_get("/-/status", status)
+    app.router.add_get("/-/usage/{bucket}", usage.get_usage)
     # Every other path is S3. "[\s\S]" and not ".": a key may contain a newline.
     app.router.add_route("*", "/{tail:[\\s\\S]*}", dispatch)
     return app

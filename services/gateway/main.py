@@ -14,9 +14,11 @@ from services.common.unified_id import UnifiedIdGenerator
 from services.gateway import queries
 from services.gateway.app import make_app
 from services.gateway.context import GATEWAY, Gateway, Principal
+from services.gateway.handlers.usage import ACCOUNTING
 from services.gateway.nodes import NodeSet
 from services.gateway.reaper import Reaper
 from services.gateway.secrets import SecretBox
+from services.gateway.usage import Accounting, UsageFlusher
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,15 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
         stack.callback(workers_stop.set)
         heartbeat = worker.start(nodes, workers_stop, idle_s=cfg.heartbeat_interval_s)
         reaper = worker.start(Reaper(gw), workers_stop, idle_s=5.0)
+        accounting = Accounting(cfg.accounting_endpoint)
+        stack.push_async_callback(accounting.close)
+        flusher = worker.start(
+            UsageFlusher(gw, accounting), workers_stop, idle_s=cfg.accounting_flush_s
+        )
 
         app = make_app()
         app[GATEWAY] = gw
+        app[ACCOUNTING] = accounting
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=30.0)
@@ -71,7 +79,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
         await stop.wait()
         observe.stopping(events)
         workers_stop.set()
-        await asyncio.gather(heartbeat, reaper, return_exceptions=True)
+        await asyncio.gather(heartbeat, reaper, flusher, return_exceptions=True)
 
 
 def main() -> None:

@@ -156,21 +156,28 @@ async def _lock_key(db: Conn, bucket_id: int, key: str) -> None:
 
 
 async def _retire(db: Conn, bucket_id: int, key: str, unified_id: int) -> None:
-    """Mark one version dead and queue its segments for destruction."""
-    homes = await db.fetchval(
+    """Mark one version dead and queue its segments for destruction.
+
+    The garbage row carries the version's size: those bytes were counted as
+    added when the version committed, and are counted as removed when the
+    reaper has destroyed them on every node (see :func:`forget_garbage`).
+    """
+    retired = await db.fetchrow(
         """UPDATE object_version SET state = 'dead', destroyed_at = now()
-           WHERE bucket_id = $1 AND key = $2 AND unified_id = $3 RETURNING homes""",
+           WHERE bucket_id = $1 AND key = $2 AND unified_id = $3 RETURNING homes, size""",
         bucket_id,
         key,
         unified_id,
     )
+    assert retired is not None, "only a version just seen under the key's lock is retired"
     await db.execute(
-        """INSERT INTO garbage_segment (bucket_id, key, unified_id, homes)
-           VALUES ($1, $2, $3, $4)""",
+        """INSERT INTO garbage_segment (bucket_id, key, unified_id, homes, size)
+           VALUES ($1, $2, $3, $4, $5)""",
         bucket_id,
         key,
         unified_id,
-        homes,
+        retired["homes"],
+        retired["size"],
     )
 
 
@@ -221,6 +228,9 @@ async def commit_version(
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)""",
             [(version.bucket_id, version.key, version.unified_id, *part) for part in parts],
         )
+        # Counted as added even when it loses: it is then retired at once, and
+        # its bytes come back as removed once the reaper has destroyed them.
+        await queue_usage(db, version.bucket_id, BYTES_ADDED, version.size)
         if not wins:
             await _retire(db, version.bucket_id, version.key, version.unified_id)
         return wins
@@ -290,7 +300,72 @@ async def garbage(db: Db, limit: int) -> list[Record]:
 
 
 async def forget_garbage(db: Db, ids: Sequence[int]) -> None:
-    await db.execute("DELETE FROM garbage_segment WHERE id = ANY($1::bigint[])", list(ids))
+    """Forget garbage destroyed on every node, and queue the space it frees.
+
+    One statement, so one transaction: a row's bytes are queued as removed
+    exactly when the row goes. When two reapers forget the same row, only the
+    one whose DELETE removed it gets it back from ``RETURNING``.
+    """
+    await db.execute(
+        """WITH gone AS (
+               DELETE FROM garbage_segment WHERE id = ANY($1::bigint[])
+               RETURNING bucket_id, size)
+           INSERT INTO accounting_outbox (bucket_id, event, value)
+           SELECT bucket_id, 'bytes-removed', size FROM gone WHERE size > 0""",
+        list(ids),
+    )
+
+
+# --- accounting -------------------------------------------------------------------
+
+BYTES_ADDED = "bytes-added"
+BYTES_REMOVED = "bytes-removed"
+BYTES_RETRIEVED = "bytes-retrieved"
+USAGE_EVENTS = (BYTES_ADDED, BYTES_REMOVED, BYTES_RETRIEVED)
+
+
+async def queue_usage(db: Db, bucket_id: int, event: str, value: int) -> None:
+    """Queue one usage detail in the outbox (nothing for 0 bytes).
+
+    Called inside the transaction of the change it counts, so that the detail
+    exists if and only if the change does.
+    """
+    if value <= 0:
+        return
+    await db.execute(
+        "INSERT INTO accounting_outbox (bucket_id, event, value) VALUES ($1, $2, $3)",
+        bucket_id,
+        event,
+        value,
+    )
+
+
+async def claim_outbox(db: Conn, limit: int) -> list[Record]:
+    """The oldest queued details, locked for this transaction.
+
+    ``SKIP LOCKED``: what another gateway is delivering right now is left to it.
+    """
+    return await db.fetch(
+        """SELECT id, bucket_id, event, value, extract(epoch FROM occurred_at)::float8 AS at
+           FROM accounting_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+
+
+async def drop_outbox(db: Db, ids: Sequence[int]) -> None:
+    await db.execute("DELETE FROM accounting_outbox WHERE id = ANY($1::bigint[])", list(ids))
+
+
+async def pending_usage(db: Db, bucket_id: int) -> dict[str, int]:
+    """Bytes per event queued for ``bucket_id`` and not yet delivered."""
+    rows = await db.fetch(
+        """SELECT event, sum(value)::bigint AS total FROM accounting_outbox
+           WHERE bucket_id = $1 GROUP BY event""",
+        bucket_id,
+    )
+    pending = dict.fromkeys(USAGE_EVENTS, 0)
+    pending.update({row["event"]: int(row["total"]) for row in rows})
+    return pending
 
 
 # --- multipart ------------------------------------------------------------------

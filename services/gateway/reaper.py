@@ -7,6 +7,10 @@ Each step sends ``destroy-key`` for a batch of them to every node's writer
 confirmed; a node that is down keeps the row for a later step (destroy-key is
 idempotent), so a key deleted while its home was down is destroyed there when
 it comes back, never resurrected.
+
+Forgetting a row is when its space counts as freed: the same statement that
+deletes the rows queues ``bytes-removed`` for those that carry a retired
+version's size (part attempts that never became a version carry 0).
 """
 
 from __future__ import annotations

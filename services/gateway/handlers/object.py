@@ -11,7 +11,7 @@ from email.utils import format_datetime
 from aiohttp import web
 from multidict import CIMultiDict
 
-from services.gateway import errors, objects, xmlio
+from services.gateway import errors, objects, usage, xmlio
 from services.gateway.conditions import check_preconditions, parse_range
 from services.gateway.request import S3Request, xml_response
 from services.gateway.store import Stored
@@ -31,6 +31,9 @@ DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 #: Marks a request whose response has started streaming: errors can no longer
 #: become an XML response, the connection is dropped instead.
 STREAMING = web.RequestKey("streaming", bool)
+#: A GET body goes to the connection in pieces of at most this size; bytes
+#: retrieved are counted per piece the connection accepted.
+WRITE_STEP_BYTES = 256 * 1024
 
 
 def stored_headers(headers: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -161,11 +164,28 @@ async def _read(req: S3Request, with_body: bool) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     req.http[STREAMING] = True
-    await response.prepare(req.http)
-    await response.write(first_chunk)
-    async for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
+    # Usage counts the bytes the connection took, also when the client goes
+    # away (or a node fails) halfway: one detail, once the body ends. A write
+    # that fails may have sent part of its bytes, uncounted: writing in steps
+    # keeps that under one step.
+    sent = 0
+
+    async def send(chunk: bytes) -> None:
+        nonlocal sent
+        view = memoryview(chunk)
+        for start in range(0, len(view), WRITE_STEP_BYTES):
+            piece = view[start : start + WRITE_STEP_BYTES]
+            await response.write(piece)
+            sent += len(piece)
+
+    try:
+        await response.prepare(req.http)
+        await send(first_chunk)
+        async for chunk in chunks:
+            await send(chunk)
+        await response.write_eof()
+    finally:
+        await usage.count_retrieved(req.gw, bucket.id, sent)
     return response
 
 
