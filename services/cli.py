@@ -250,6 +250,78 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_target(args: argparse.Namespace) -> tuple[str, str, str, str] | None:
+    """(gateway URL, access key, secret key, region); None if --url lacks credentials."""
+    if args.url is not None:
+        access_key = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not access_key or not secret_key:
+            return None
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return args.url, access_key, secret_key, region or "us-east-1"
+    from services.local import cluster
+
+    gateway = cluster.load_cluster(args.dir or cluster.default_dir())["gateway"]
+    return (
+        gateway["url"],
+        gateway["access_key"],
+        gateway["secret_key"],
+        gateway.get("region", "us-east-1"),
+    )
+
+
+def _s3_error_text(body: bytes) -> str:
+    """``Code: Message`` of an S3 error document (the body itself if it is not one)."""
+    import defusedxml.ElementTree
+
+    try:
+        root = defusedxml.ElementTree.fromstring(body)
+    except Exception:
+        return body.decode(errors="replace").strip()
+    return f"{root.findtext('Code', '')}: {root.findtext('Message', '')}"
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from services.common import sigv4_client
+
+    target = _usage_target(args)
+    if target is None:
+        print(
+            "nimbus usage: --url needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", file=sys.stderr
+        )
+        return 2
+    base, access_key, secret_key, region = target
+    query = {"hours": str(args.hours)} if args.hours is not None else None
+    url = sigv4_client.url_for(base, f"/-/usage/{args.bucket}", query)
+    credentials = sigv4_client.Credentials(access_key, secret_key, region)
+    request = urllib.request.Request(url, headers=sigv4_client.sign("GET", url, credentials))
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout_s) as response:
+            document = json.load(response)
+    except urllib.error.HTTPError as exc:
+        print(f"nimbus usage: {exc.code} {_s3_error_text(exc.read())}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"nimbus: the gateway at {base} does not answer: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    columns = ("bytes_added", "bytes_removed", "bytes_retrieved")
+    print(f"bucket {document['bucket']} (id {document['bucket_id']})")
+    print(f"{'':26} {'added':>16} {'removed':>16} {'retrieved':>16}")
+    print(f"{'total':26}", *(f"{document[name]:>16}" for name in columns))
+    print(f"{'not yet counted':26}", *(f"{document['pending'][name]:>16}" for name in columns))
+    if document["hourly"]:
+        print("per hour (UTC):")
+    for hour in document["hourly"]:
+        print(f"  {hour['hour']!s:24}", *(f"{hour.get(name, 0):>16}" for name in columns))
+    return 0
+
+
 def _local(args: argparse.Namespace) -> int:
     from services.local import cluster
 
@@ -428,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
             code = _local(args)
         elif args.command == "status":
             code = _status(args)
+        elif args.command == "usage":
+            code = _usage(args)
         elif args.command == "admin":
             code = asyncio.run(_admin(args))
         elif args.command == "events":
