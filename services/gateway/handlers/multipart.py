@@ -182,9 +182,22 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     async with req.gw.pool.acquire() as conn, conn.transaction():
         if not await queries.close_upload(conn, upload["upload_id"], "completed"):
             raise errors.NoSuchUpload(upload_id=upload["upload_id"])
-        await queries.commit_version(conn, version, parts)
+        live = await queries.commit_version(conn, version, parts)
         # Parts uploaded but not listed are not part of the object: collect them.
         await queries.discard_unlisted_parts(conn, upload["upload_id"], [p[1] for p in parts])
+    # Shares of every part: n per part, some of them held by handoff nodes.
+    handed_off = sum(len(queries.parse_handoffs(part[5])) for part in parts)
+    objects.announce_created(
+        req.gw,
+        bucket.name,
+        req.key,
+        upload["unified_id"],
+        offset,
+        etag,
+        shares_home=layout.n * len(parts) - handed_off,
+        shares_handed_off=handed_off,
+        live=live,
+    )
     location = f"{req.http.scheme}://{req.http.host}/{bucket.name}/{req.key}"
     return xml_response(
         xmlio.complete_multipart_upload_result(location, bucket.name, req.key, etag)
