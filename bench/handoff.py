@@ -1,7 +1,8 @@
 """Benchmark of hinted handoff: PUT throughput with one node down, and the backlog's drain time.
 
     python -m bench.handoff [--object-mib 4] [--concurrency 4] [--backlog-objects 128]
-                            [--node node03] [--verify 16] [--drain-timeout 900] [--dir DIR]
+                            [--node node03] [--verify 16] [--drain-timeout 900]
+                            [--detect-rounds 3] [--dir DIR]
 
 Brings up a local cluster of 6 nodes, k=4 n=6, in a fresh temporary directory
 (or uses the cluster already running in ``--dir`` when DIR/cluster.json
@@ -11,10 +12,17 @@ exists), creates a bucket and measures, through the gateway's S3 API:
   concurrency CONCURRENCY (MiB/s of object bytes, ops/s, p50/p99 latency);
   every PUT's ETag must be the body's md5 and its ``x-nimbus-shares`` header
   must say ``home=n; handoff=0``;
+* **detection** (before the one-down phase): NODE's writer process is
+  killed with SIGKILL and started again (``services.local.cluster.start_node``),
+  then paused with SIGSTOP and resumed with SIGCONT, DETECT-ROUNDS times
+  each; ``GET /-/health`` is polled every 20 ms from the signal until it
+  reports the writer down, then until it reports it up again (times printed;
+  the process is always resumed or restarted, also after an error);
 * **one node down**: NODE's processes are stopped
-  (``services.local.cluster.stop_node``) and the gateway's ``GET /-/health``
-  is polled until it reports NODE's writer down (the detection time is
-  printed); then as many PUTs as above, timed the same way. Every answer's
+  (``services.local.cluster.stop_node``: SIGTERM, the services drain and
+  exit) while the gateway's ``GET /-/health`` is polled until it reports
+  NODE's writer down (printed: from the SIGTERM, and how long the stop took);
+  then as many PUTs as above, timed the same way. Every answer's
   ``x-nimbus-shares`` is counted; when every node is a home of every object
   (nodes == n) each must say ``home=n-1; handoff=1``;
 * **backlog drain**: the handoff backlog (``handoff_backlog`` of the gateway's
@@ -58,6 +66,7 @@ import functools
 import hashlib
 import os
 import re
+import signal
 import statistics
 import sys
 import time
@@ -96,8 +105,10 @@ from services.local import cluster
 NODES, K = 6, 4
 #: Started when ``--dir`` names no running cluster.
 CLUSTER = ClusterSpec(f"a {NODES}-node cluster (k={K})", nodes=NODES, k=K)
-#: How often /-/health (after the stop) and /-/status (during the drain) are polled.
+#: How often /-/status (during the drain) is polled.
 POLL_S = 0.2
+#: How often /-/health is polled while waiting for the gateway to see a change.
+DETECT_POLL_S = 0.02
 #: How long the gateway may take to see the stopped node's writer down.
 DETECT_TIMEOUT_S = 60.0
 #: How often the drain prints the remaining backlog.
@@ -250,8 +261,36 @@ class Drain:
 
 
 @dataclass
+class Detection:
+    """How soon the gateway saw NODE's writer down after a signal, and up again."""
+
+    how: str
+    down_s: list[float] = field(default_factory=list)
+    up_s: list[float] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.how}: seen down {spread_text(self.down_s)} after the signal; up again "
+            f"{spread_text(self.up_s)} after the restart or resume began"
+        )
+
+
+def spread_text(values: Sequence[float]) -> str:
+    if not values:
+        return "(not measured)"
+    if len(values) == 1:
+        return f"{values[0]:.2f} s"
+    return (
+        f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f} s "
+        f"(min/median/max of {len(values)})"
+    )
+
+
+@dataclass
 class Report:
     phases: list[PutPhase] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
+    #: From the SIGTERM of ``stop_node`` until /-/health showed the writer down.
     detect_s: float | None = None
     stop_s: float | None = None
     drain: Drain | None = None
@@ -273,6 +312,7 @@ class Options:
     node: str
     verify: int
     drain_timeout_s: float
+    detect_rounds: int
 
 
 @dataclass
@@ -375,31 +415,77 @@ async def check_all_up(s3: S3) -> None:
         )
 
 
-async def stop_and_detect(s3: S3, directory: Path, node: str, report: Report) -> None:
-    """Stop ``node``; wait until the gateway's /-/health says its writer is down."""
-    began = time.perf_counter()
-    stopped = await asyncio.to_thread(cluster.stop_node, directory, node)
-    report.stop_s = time.perf_counter() - began
-    print(
-        f"stopped {node} ({', '.join(stopped) or 'nothing was running'}) in {report.stop_s:.2f} s"
-    )
-    since_stop = time.perf_counter()
+async def wait_for_writer(s3: S3, node: str, up: bool, since: float) -> float:
+    """Poll /-/health until ``node``'s writer is ``up`` (or down); seconds from ``since``."""
     while True:
         state = await writer_state(s3, node)
         if state is None:
             raise BenchError(f"/-/health does not list {node}")
-        if not state:
-            break
-        if time.perf_counter() - since_stop > DETECT_TIMEOUT_S:
+        if state is up:
+            return time.perf_counter() - since
+        if time.perf_counter() - since > DETECT_TIMEOUT_S:
             raise BenchError(
-                f"/-/health still reports {node}'s writer up "
-                f"{DETECT_TIMEOUT_S:.0f} s after the stop"
+                f"/-/health still reports {node}'s writer {'down' if up else 'up'} "
+                f"{DETECT_TIMEOUT_S:.0f} s after the change"
             )
-        await asyncio.sleep(POLL_S)
-    report.detect_s = time.perf_counter() - since_stop
+        await asyncio.sleep(DETECT_POLL_S)
+
+
+async def detect_kill_and_pause(
+    s3: S3, directory: Path, node: str, rounds: int, report: Report
+) -> None:
+    """SIGKILL ``node``'s writer (then start it again), and SIGSTOP it (then SIGCONT).
+
+    ``rounds`` times each; /-/health is polled from each signal until the
+    writer is reported down, and from the restart or resume until it is up.
+    """
+    name = f"{node}-writer"
+    killed, paused = Detection("SIGKILL, then start-node"), Detection("SIGSTOP, then SIGCONT")
+    report.detections += [killed, paused]
+    for _ in range(rounds):
+        pid = pids(directory, [name])[name]
+        if pid is None:
+            raise BenchError(f"{name} is not running")
+        began = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        try:
+            killed.down_s.append(await wait_for_writer(s3, node, False, began))
+        finally:
+            began = time.perf_counter()
+            await cluster.start_node(directory, node)
+        killed.up_s.append(await wait_for_writer(s3, node, True, began))
+
+        pid = pids(directory, [name])[name]
+        if pid is None:
+            raise BenchError(f"{name} is not running")
+        began = time.perf_counter()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused.down_s.append(await wait_for_writer(s3, node, False, began))
+        finally:
+            began = time.perf_counter()
+            os.kill(pid, signal.SIGCONT)
+        paused.up_s.append(await wait_for_writer(s3, node, True, began))
+    for detection in (killed, paused):
+        print(f"{name} {detection.line()}", flush=True)
+
+
+async def stop_and_detect(s3: S3, directory: Path, node: str, report: Report) -> None:
+    """Stop ``node`` (SIGTERM) while polling /-/health until its writer is reported down."""
+
+    def stop() -> tuple[list[str], float]:
+        stopped = cluster.stop_node(directory, node)
+        return stopped, time.perf_counter() - began
+
+    began = time.perf_counter()
+    stopping = asyncio.create_task(asyncio.to_thread(stop))
+    try:
+        report.detect_s = await wait_for_writer(s3, node, False, began)
+    finally:
+        stopped, report.stop_s = await stopping
     print(
-        f"gateway reports {node}'s writer down {report.detect_s:.2f} s after the stop returned "
-        f"({report.stop_s + report.detect_s:.2f} s after it began)",
+        f"stopped {node} ({', '.join(stopped) or 'nothing was running'}) in {report.stop_s:.2f} s; "
+        f"gateway reported its writer down {report.detect_s:.2f} s after the SIGTERM",
         flush=True,
     )
 
@@ -550,6 +636,11 @@ async def measure(
             report.phases.append(phase)
             check_shares(phase, (n, 0), report)
 
+            if options.detect_rounds:
+                await detect_kill_and_pause(
+                    s3, directory, options.node, options.detect_rounds, report
+                )
+
             node_down = True
             await stop_and_detect(s3, directory, options.node, report)
             phase = await put_phase(
@@ -662,10 +753,12 @@ def print_summary(report: Report, options: Options) -> None:
             f"conc {phase.concurrency}: {phase.mib_per_s:6.1f} MiB/s {phase.ops_per_s:6.2f} ops/s "
             f"p50 {phase.percentile_s(50):.2f} s; shares: {phase.shares_text()}"
         )
+    for detection in report.detections:
+        print(f"  {options.node} writer {detection.line()}")
     if report.detect_s is not None and report.stop_s is not None:
         print(
-            f"  {options.node} stop took {report.stop_s:.2f} s; gateway saw its writer down "
-            f"{report.detect_s:.2f} s later"
+            f"  {options.node} stop (SIGTERM) took {report.stop_s:.2f} s; gateway saw its writer "
+            f"down {report.detect_s:.2f} s after the SIGTERM"
         )
     drain = report.drain
     if drain is not None:
@@ -717,6 +810,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
     parser.add_argument(
         "--drain-timeout", type=float, default=900, help="seconds the drain may take (default 900)"
     )
+    parser.add_argument(
+        "--detect-rounds",
+        type=int,
+        default=3,
+        help="times NODE's writer is killed (and started again) and paused (and resumed) to "
+        "time the gateway's detection; 0: none (default 3)",
+    )
     add_dir_argument(parser)
     args = parser.parse_args(argv)
     options = Options(
@@ -726,11 +826,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
         args.node,
         args.verify,
         args.drain_timeout,
+        args.detect_rounds,
     )
     if options.object_bytes < 1 or options.concurrency < 1 or options.objects < 1:
         parser.error("--object-mib, --concurrency and --backlog-objects must be positive")
-    if options.verify < 0 or options.drain_timeout_s <= 0:
-        parser.error("--verify must be >= 0 and --drain-timeout positive")
+    if options.verify < 0 or options.drain_timeout_s <= 0 or options.detect_rounds < 0:
+        parser.error("--verify and --detect-rounds must be >= 0 and --drain-timeout positive")
     return options, args.dir
 
 

@@ -148,10 +148,17 @@ class GatewayConfig:
     max_object_bytes: int = 5 * 1024**3
     #: How long one request to a writer or reader may take.
     node_timeout_s: float = 10.0
-    #: Liveness: ping every node this often; down after ``down_after`` misses in a row.
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 2.0
-    down_after: int = 2
+    #: Liveness (services/gateway/nodes.py): every writer and reader is pinged
+    #: this often, each ping waiting ``heartbeat_timeout_s``; ``down_after``
+    #: unanswered in a row (nothing else heard from it meanwhile) mark it down,
+    #: within 2.5 s for a process that is connected but does not answer. ZeroMQ
+    #: transport heartbeats (answered by the peer's I/O thread, not its Python
+    #: code) use the same interval and timeout, so a paused (SIGSTOPped)
+    #: process is down within interval + timeout (1.5 s); a dead one (its
+    #: connection closed) at once.
+    heartbeat_interval_s: float = 0.5
+    heartbeat_timeout_s: float = 1.0
+    down_after: int = 3
     #: Largest accepted clock skew of signed requests.
     max_skew_s: float = 900.0
     #: Shard of the unified-id generator (distinct per gateway replica).

@@ -4,7 +4,10 @@ The server reads requests, dispatches each by ``message-type`` to a handler in
 its own task (so many requests are served at once), and writes the handler's
 reply back to the requesting peer. The client keeps any number of requests in
 flight on one DEALER connection and matches replies by ``message-id``; each
-request has its own timeout.
+request has its own timeout. Optionally the client sets socket options before
+it connects (e.g. ZMTP heartbeats) and hands the socket monitor's events
+(connection made, lost, ...) to a callback; ``last_received`` says when the
+peer last sent anything.
 
 Invariants:
 - A malformed, unknown or oversized message gets an error reply; a handler
@@ -199,25 +202,73 @@ class RpcTimeout(Exception):
 class RpcClient:
     """A DEALER connection with many requests in flight, matched by message-id."""
 
-    def __init__(self, endpoint: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_s: float,
+        *,
+        socket_options: Mapping[int, int] | None = None,
+        on_event: Callable[[int], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        #: Set on the DEALER socket before it connects (e.g. ``zmq.HEARTBEAT_IVL``).
+        self._socket_options = dict(socket_options or {})
+        #: Called with each socket monitor event (``zmq.EVENT_*``) of the connection.
+        self._on_event = on_event
+        #: ``time.monotonic()`` when the last message from the peer was read (0: none yet).
+        self.last_received = 0.0
         self._stream: aiozmq.ZmqStream | None = None
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, endpoint: str, timeout_s: float = 10.0) -> RpcClient:
-        client = cls(endpoint, timeout_s)
+    async def connect(
+        cls,
+        endpoint: str,
+        timeout_s: float = 10.0,
+        *,
+        socket_options: Mapping[int, int] | None = None,
+        on_event: Callable[[int], None] | None = None,
+    ) -> RpcClient:
+        client = cls(endpoint, timeout_s, socket_options=socket_options, on_event=on_event)
         await client._open()
         return client
 
     async def _open(self) -> None:
-        self._stream = await aiozmq.create_zmq_stream(
-            zmq.DEALER, connect=self.endpoint, high_read=1 << 30
-        )
-        self._stream.transport.setsockopt(zmq.LINGER, 0)
+        self._stream = stream = await aiozmq.create_zmq_stream(zmq.DEALER, high_read=1 << 30)
+        stream.transport.setsockopt(zmq.LINGER, 0)
+        for option, value in self._socket_options.items():
+            stream.transport.setsockopt(option, value)
+        if self._on_event is not None:
+            # Before connecting, so that the first connection's events are seen too.
+            await stream.transport.enable_monitor()
+            self._watcher = asyncio.create_task(
+                self._watch_loop(stream, self._on_event), name=f"rpc-monitor {self.endpoint}"
+            )
+        await stream.transport.connect(self.endpoint)
         self._reader = asyncio.create_task(self._read_loop(), name=f"rpc-client {self.endpoint}")
+
+    async def _watch_loop(self, stream: aiozmq.ZmqStream, on_event: Callable[[int], None]) -> None:
+        while True:
+            try:
+                event = await stream.read_event()
+            except aiozmq.ZmqStreamClosed:
+                return
+            try:
+                on_event(int(event.event))
+            except Exception:
+                log.exception("socket event handler for %s failed", self.endpoint)
+
+    def fail_pending(self, reason: str) -> int:
+        """Fail every request waiting for a reply (as when the connection is gone); how many."""
+        failed = 0
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"{self.endpoint}: {reason}"))
+                failed += 1
+        return failed
 
     async def reset(self) -> None:
         """Drop the connection (failing what is pending) and connect afresh.
@@ -235,6 +286,7 @@ class RpcClient:
                 frames = await self._stream.read()
             except aiozmq.ZmqStreamClosed:
                 break
+            self.last_received = time.monotonic()
             try:
                 message = protocol.decode(frames, _REPLY_LIMITS)
             except ProtocolError as exc:
@@ -262,8 +314,11 @@ class RpcClient:
         self._pending[message_id] = future
         try:
             self._stream.write(protocol.encode(request, payloads))
-            await self._stream.drain()
-            return await asyncio.wait_for(future, timeout_s or self.timeout_s)
+            # The drain is within the timeout too: with no connection for long
+            # the socket's queue fills and the drain could wait for ever.
+            return await asyncio.wait_for(
+                self._drained_reply(self._stream, future), timeout_s or self.timeout_s
+            )
         except TimeoutError as exc:
             raise RpcTimeout(
                 f"no reply to {request.get('message-type')} from {self.endpoint} "
@@ -272,6 +327,11 @@ class RpcClient:
         finally:
             self._pending.pop(message_id, None)
 
+    @staticmethod
+    async def _drained_reply(stream: aiozmq.ZmqStream, future: asyncio.Future[Message]) -> Message:
+        await stream.drain()
+        return await future
+
     async def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
@@ -279,3 +339,8 @@ class RpcClient:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None

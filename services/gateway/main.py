@@ -42,6 +42,8 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event) -> None:
             cfg.node_timeout_s,
             cfg.heartbeat_timeout_s,
             cfg.down_after,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            events=events,
         )
         stack.push_async_callback(nodes.close)
         await nodes.run_once()
