@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 PRUNE_IDLE_S = 300.0
 
 
-async def _finish(task: asyncio.Task[None], timeout_s: float) -> None:
-    """Let the pruner finish its step; cancel it past ``timeout_s``."""
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def serve(cfg: AccountingConfig, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
         events = await observe.open_observers(
@@ -60,7 +51,7 @@ async def serve(cfg: AccountingConfig, stop: asyncio.Event) -> None:
         endpoint = await server.start(cfg.bind)
         stack.push_async_callback(server.close, cfg.drain_timeout_s)
         task = worker.start(DetailPruner(pool, cfg.detail_retention_s), stop, idle_s=PRUNE_IDLE_S)
-        stack.push_async_callback(_finish, task, cfg.drain_timeout_s)
+        stack.push_async_callback(worker.finish, task, cfg.drain_timeout_s)
         lifecycle.write_endpoint_file(cfg.endpoint_file, endpoint)
         await stop.wait()
         observe.stopping(events)

@@ -53,9 +53,7 @@ class Pipeline:
         # A peer sending far more than any detail is cut off inside ZeroMQ.
         sock.setsockopt(zmq.MAXMSGSIZE, 2 * self._limits.max_header_bytes + 1024)
         sock.setsockopt(zmq.LINGER, 1000)
-        self.endpoint = await sock.bind(
-            bind.replace(":0", ":*", 1) if bind.endswith(":0") else bind
-        )
+        self.endpoint = await sock.bind(protocol.zmq_bind_address(bind))
         self._reader = asyncio.create_task(self._read_loop(), name="accounting pipeline")
         log.info("accounting pipeline on %s", self.endpoint)
         return self.endpoint

@@ -219,3 +219,8 @@ def digest_field(header: Mapping[str, Any], name: str, size: int = 16) -> bytes:
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def zmq_bind_address(bind: str) -> str:
+    """``tcp://host:0`` → ZeroMQ's ``tcp://host:*`` (any free port); others unchanged."""
+    return bind[:-2] + ":*" if bind.endswith(":0") else bind

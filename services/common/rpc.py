@@ -68,9 +68,7 @@ class RpcServer:
         # anything up to twice the limit is received and answered with an error.
         sock.setsockopt(zmq.MAXMSGSIZE, 2 * self._limits.max_frame_bytes + 1024)
         sock.setsockopt(zmq.LINGER, 1000)
-        self.endpoint = await sock.bind(
-            bind.replace(":0", ":*", 1) if bind.endswith(":0") else bind
-        )
+        self.endpoint = await sock.bind(protocol.zmq_bind_address(bind))
         self._reader = asyncio.create_task(self._read_loop(), name=f"{self.service_name}-rpc")
         log.info("%s serving on %s", self.service_name, self.endpoint)
         return self.endpoint

@@ -48,3 +48,13 @@ def start(
     return asyncio.create_task(
         run_forever(worker, stop, idle_s, tranquility), name=f"worker {worker.name}"
     )
+
+
+async def finish(task: asyncio.Task[None], timeout_s: float) -> None:
+    """Let a stopped worker finish its step; cancel it past ``timeout_s``."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

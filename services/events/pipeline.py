@@ -53,11 +53,6 @@ MAX_TYPE_LABELS = 256
 PUBLISH_QUEUE_LIMIT = 10_000
 
 
-def _zmq_bind(bind: str) -> str:
-    """``tcp://host:0`` → ZeroMQ's ``tcp://host:*`` (any free port)."""
-    return bind[:-2] + ":*" if bind.endswith(":0") else bind
-
-
 class Pipeline:
     """The PULL and PUB sockets and the loop between them."""
 
@@ -78,7 +73,7 @@ class Pipeline:
         pub = self._publish.transport
         pub.setsockopt(zmq.SNDHWM, PUBLISH_QUEUE_LIMIT)
         pub.setsockopt(zmq.LINGER, 500)
-        self.publish_endpoint = await pub.bind(_zmq_bind(publish_bind))
+        self.publish_endpoint = await pub.bind(protocol.zmq_bind_address(publish_bind))
 
         self._pull = await aiozmq.create_zmq_stream(zmq.PULL, high_read=16 << 20)
         pull = self._pull.transport
@@ -86,7 +81,7 @@ class Pipeline:
         # large); larger ones are cut off inside ZeroMQ before they use memory.
         pull.setsockopt(zmq.MAXMSGSIZE, 16 * self._max_header_bytes)
         pull.setsockopt(zmq.LINGER, 0)
-        self.pipeline_endpoint = await pull.bind(_zmq_bind(pipeline_bind))
+        self.pipeline_endpoint = await pull.bind(protocol.zmq_bind_address(pipeline_bind))
         self._reader = asyncio.create_task(self._read_loop(), name="events-pipeline")
         log.info(
             "events: pipeline on %s, publishing on %s",

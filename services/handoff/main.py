@@ -18,16 +18,6 @@ from services.handoff.worker import HandoffWorker
 log = logging.getLogger(__name__)
 
 
-async def _finish(task: asyncio.Task[None], timeout_s: float) -> None:
-    """Let the worker finish the segment it is forwarding; cancel it past ``timeout_s``."""
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        log.warning("handoff worker did not stop within %.0f s; cancelling it", timeout_s)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def serve(cfg: HandoffConfig, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
         events = await observe.open_observers(
@@ -51,7 +41,7 @@ async def serve(cfg: HandoffConfig, stop: asyncio.Event) -> None:
         endpoint = await server.start(cfg.bind)
         stack.push_async_callback(server.close, cfg.drain_timeout_s)
         task = worker.start(handoff, stop, idle_s=cfg.idle_s, tranquility=cfg.tranquility)
-        stack.push_async_callback(_finish, task, cfg.drain_timeout_s)
+        stack.push_async_callback(worker.finish, task, cfg.drain_timeout_s)
         lifecycle.write_endpoint_file(cfg.endpoint_file, endpoint)
         await stop.wait()
         observe.stopping(events)
