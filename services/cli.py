@@ -442,6 +442,12 @@ async def _events(args: argparse.Namespace) -> int:
             _print_event(event)
     except BrokenPipeError:
         pass  # e.g. `| head`: the reader has all it wants
+    if reply.header.get("truncated"):
+        print(
+            "nimbus: older events left out (one reply holds ~48 KiB of events);"
+            " narrow with --type or --limit, or use --follow",
+            file=sys.stderr,
+        )
     return 0
 
 

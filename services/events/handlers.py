@@ -2,10 +2,17 @@
 
 ``recent-events-request`` (optional ``event-type``: only events of that type;
 optional ``limit``: at most that many, the newest) → ``recent-events-reply``
-with ``events``: the headers, oldest first.
+with ``events``: the headers, oldest first, and ``truncated``: true when
+older matching events were left out because the reply header must stay under
+the 64 KiB every client accepts (the newest ``REPLY_BUDGET_BYTES`` of them are
+sent; ``--follow`` sees everything).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
 
 from services.common import protocol
 from services.common.protocol import ErrorCode, Message, ProtocolError
@@ -13,6 +20,21 @@ from services.common.rpc import Handler, Reply
 from services.events.history import History
 
 RECENT = "recent-events-request"
+#: Bytes of JSON events one reply carries at most (the header limit is 64 KiB).
+REPLY_BUDGET_BYTES = 48 * 1024
+
+
+def newest_within(events: Sequence[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The newest ``events`` whose JSON fits in ``budget`` bytes, oldest first."""
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for event in reversed(events):
+        used += len(json.dumps(event)) + 2
+        if used > budget:
+            break
+        kept.append(event)
+    kept.reverse()
+    return kept
 
 
 def make_handlers(history: History) -> dict[str, Handler]:
@@ -25,6 +47,7 @@ def make_handlers(history: History) -> dict[str, Handler]:
             if limit < 0:
                 raise ProtocolError(ErrorCode.BAD_FIELD, "limit must be >= 0", field="limit")
         events = history.recent(event_type, limit)
-        return protocol.reply_header(h, events=events), ()
+        kept = newest_within(events, REPLY_BUDGET_BYTES)
+        return protocol.reply_header(h, events=kept, truncated=len(kept) < len(events)), ()
 
     return {RECENT: recent_events}

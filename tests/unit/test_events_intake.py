@@ -92,3 +92,14 @@ def test_history_is_the_tail_of_what_was_added(
     if limit is not None:
         expected = expected[max(0, len(expected) - limit) :] if limit else []
     assert history.recent(kind, limit) == expected
+
+
+def test_recent_events_reply_keeps_the_newest_that_fit() -> None:
+    from services.events.handlers import newest_within
+
+    events = [{"event-type": "object-created", "n": i, "pad": "x" * 100} for i in range(1000)]
+    kept = newest_within(events, 48 * 1024)
+    assert kept == events[-len(kept) :]
+    assert 0 < len(kept) < 1000
+    assert len(json.dumps(kept)) <= 48 * 1024
+    assert newest_within(events[:3], 48 * 1024) == events[:3]
