@@ -219,12 +219,6 @@ def wait_backlog(cluster: ComposeCluster, empty: bool, timeout_s: float = 300) -
         delay = min(delay * 2, 2.0)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (issue 5, still open): once, two holders' writers got the same handoff "
-    "archive twice (out-of-sequence on archive-key-final); likely a stale container address "
-    "after restarts, addressed by the gateway's peer check; unmark when seen green repeatedly",
-)
 def test_two_nodes_stopped_then_back_drain_the_backlog_home(
     compose_cluster: ComposeCluster, docker_client: docker.DockerClient
 ) -> None:
