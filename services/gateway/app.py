@@ -129,7 +129,10 @@ async def s3_errors(
 def _observe(
     request: web.Request, status: int, started: float, response: web.StreamResponse | None
 ) -> None:
-    operation = request.get(OPERATION, "Unrouted")
+    # S3 requests by operation; the admin routes (/-/health, ...) by path.
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else ""
+    operation = request.get(OPERATION) or (path if path.startswith("/-/") else "Unrouted")
     HTTP_REQUESTS.labels(operation, str(status)).inc()
     HTTP_SECONDS.labels(operation).observe(time.monotonic() - started)
     HTTP_BYTES_IN.inc(request.content_length or 0)
