@@ -144,6 +144,7 @@ def _node_specs(
                 env=env,
                 log_file=str(directory / "logs" / f"{node['name']}-{service}.log"),
                 ready=node[service],
+                ready_service=f"{service} {node['name']}",
             )
         )
     return specs
@@ -260,6 +261,7 @@ def _cluster_service_specs(directory: Path, cluster: dict[str, Any]) -> list[Pro
             env=environments[service],
             log_file=str(directory / "logs" / f"{service}.log"),
             ready=cluster[service]["query"],
+            ready_service=service,
         )
         for service in CLUSTER_SERVICES
     ]
@@ -321,10 +323,14 @@ async def _start_all(directory: Path, specs: Iterable[ProcessSpec]) -> None:
 
 async def _wait_ready(spec: ProcessSpec, proc: Running, timeout_s: float = 60.0) -> None:
     """Until the process answers its readiness probe; fail fast if it dies."""
-    probe = _http_probe if spec.ready.startswith("http") else _zmq_probe
+    probe = (
+        _http_probe(spec.ready)
+        if spec.ready.startswith("http")
+        else _zmq_probe(spec.ready, spec.ready_service)
+    )
     deadline = time.monotonic() + timeout_s
     delay = 0.05
-    async with probe(spec.ready) as answers:
+    async with probe as answers:
         while True:
             if not processes.is_alive(proc):
                 raise LocalClusterError(
@@ -340,7 +346,9 @@ async def _wait_ready(spec: ProcessSpec, proc: Running, timeout_s: float = 60.0)
 
 
 @contextlib.asynccontextmanager
-async def _zmq_probe(endpoint: str) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+async def _zmq_probe(
+    endpoint: str, service: str = ""
+) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
     client = await RpcClient.connect(endpoint, timeout_s=0.5)
 
     async def answers() -> bool:
@@ -348,6 +356,8 @@ async def _zmq_probe(endpoint: str) -> AsyncIterator[Callable[[], Awaitable[bool
             reply = await client.request({"message-type": "ping"})
         except RpcTimeout:
             return False
+        if service and reply.header.get("service") != service:
+            return False  # another process holds the port; ours is failing to bind
         return reply.header.get("result") == "success"
 
     try:

@@ -25,6 +25,9 @@ class ProcessSpec:
     log_file: str
     #: Readiness probe: a ZeroMQ endpoint that answers ping, or an HTTP URL.
     ready: str
+    #: For a ZeroMQ probe: the ``service`` the ping reply must name (e.g.
+    #: ``reader node03``), so that another process on that port never passes.
+    ready_service: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,21 @@ class Running:
     start_ticks: int
 
 
+#: Ports this process has handed out: the kernel may offer a just-closed port
+#: again, and two services of one cluster must never share one.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on right now and not handed out before by this
+    process (the caller binds it soon after)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
